@@ -1,0 +1,32 @@
+"""retinanet_lab: RetinaNet and the focal loss (Lin et al., ICCV 2017), one small module per idea.
+
+    focal_loss.py   FL(p_t) = -α_t (1 - p_t)^γ log(p_t)            (section 3)
+    boxes.py        IoU, (dx, dy, dw, dh) box coding                  (section 4)
+    anchors.py      9 anchors per location on P3-P7                    (section 4, Anchors)
+    matching.py     IoU >= 0.5 foreground, < 0.4 background            (section 4, Anchors)
+    backbone.py     ResNet C3-C5
+    fpn.py          the feature pyramid P3-P7                          (section 4, FPN)
+    heads.py        classification and box subnets, the prior bias     (section 4, 4.1)
+    loss.py         focal + box loss, normalised by foreground count   (section 4.1)
+    postprocess.py  top-k, decode, NMS                                 (section 4, Inference)
+    transform.py    resize, normalise, pad
+    model.py        RetinaNet, tying it together
+"""
+
+from .anchors import AnchorConfig, cell_anchors, grid_anchors, make_anchors
+from .boxes import batched_box_iou, box_iou, clip_boxes, decode_boxes, encode_boxes
+from .focal_loss import alpha_t, cross_entropy, focal_loss, focal_loss_grad, modulating_factor, p_t
+from .heads import prior_bias
+from .loss import retinanet_loss
+from .matching import BACKGROUND, IGNORE, match_anchors
+from .model import RetinaNet
+from .postprocess import postprocess_detections
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnchorConfig", "BACKGROUND", "IGNORE", "RetinaNet", "alpha_t", "batched_box_iou", "box_iou", "cell_anchors",
+    "clip_boxes", "cross_entropy", "decode_boxes", "encode_boxes", "focal_loss", "focal_loss_grad", "grid_anchors",
+    "make_anchors", "match_anchors", "modulating_factor", "p_t", "postprocess_detections", "prior_bias",
+    "retinanet_loss",
+]

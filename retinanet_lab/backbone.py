@@ -1,0 +1,81 @@
+"""The backbone: a torchvision ResNet cut after its last three stages, C3, C4, C5 (paper section 4).
+
+C_l has stride 2^l: C3 = layer2 (stride 8), C4 = layer3 (16), C5 = layer4 (32). As in Detectron and
+torchvision, BatchNorm is frozen by default (detection batches are too small to estimate its
+statistics) and the stem and first stage are not trained (`trainable_layers=3`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+__all__ = ["RESNETS", "ResNetBody", "freeze_batchnorm"]
+
+# name -> (constructor, ImageNet weights, channels of C3, C4, C5)
+RESNETS = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512)),
+    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512)),
+    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
+    "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
+}
+
+
+class ResNetBody(nn.Module):
+    """A ResNet without its classifier, returning (C3, C4, C5).
+
+    Args:
+        name: "resnet18", "resnet34", "resnet50" or "resnet101".
+        weights: None (random) or "imagenet" (torchvision's ImageNet weights; downloads when online).
+        trainable_layers: how many stages, counted from C5 down, get gradients (0-5; 5 trains all).
+        frozen_bn: use FrozenBatchNorm2d (fixed statistics and affine) instead of BatchNorm2d.
+    """
+
+    def __init__(self, name: str = "resnet50", weights: str | None = None, trainable_layers: int = 3, frozen_bn: bool = True):
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"backbone must be one of {sorted(RESNETS)}, got {name!r}")
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+        if weights not in (None, "imagenet"):
+            raise ValueError(f"backbone weights must be None or 'imagenet', got {weights!r}")
+        build, imagenet, channels = RESNETS[name]
+        net = build(weights=imagenet if weights == "imagenet" else None, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.out_channels = channels
+        trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+        if trainable_layers == 5:
+            trained.append("bn1")
+        for pname, param in self.named_parameters():
+            if not any(pname.startswith(prefix) for prefix in trained):
+                param.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        c2 = self.layer1(x)  # stride 4
+        c3 = self.layer2(c2)  # (B, C3, H/8, W/8)
+        c4 = self.layer3(c3)  # (B, C4, H/16, W/16)
+        c5 = self.layer4(c4)  # (B, C5, H/32, W/32)
+        return c3, c4, c5
+
+
+def freeze_batchnorm(module: nn.Module, eps: float | None = None) -> nn.Module:
+    """Replace every BatchNorm2d in `module` by a FrozenBatchNorm2d with the same statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps if eps is None else eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen.to(child.weight.device))
+        else:
+            freeze_batchnorm(child, eps)
+        if isinstance(child, FrozenBatchNorm2d) and eps is not None:
+            child.eps = eps
+    return module
+
+

@@ -1,0 +1,139 @@
+"""The α-balanced sigmoid focal loss (paper section 3, equations 1-5).
+
+For a binary target y ∈ {0, 1} and a predicted probability p = σ(x):
+
+    p_t = p       if y = 1
+          1 - p   otherwise                                       (eq. 2)
+
+    CE(p_t)  = -log(p_t)                                          (eq. 1)
+    FL(p_t)  = -α_t (1 - p_t)^γ log(p_t)                          (eq. 5)
+
+with α_t = α for y = 1 and 1 - α for y = 0 (eq. 3). γ = 0 gives (α-balanced) cross entropy.
+
+Everything here works from the logits x, in log space: log(p_t) and log(1 - p_t) come from
+`logsigmoid`, never from `log(sigmoid(x))` or `1 - sigmoid(x)`, so the loss and its gradient stay
+finite for |x| up to 1e4 in float32, float16 and bfloat16, and for any γ >= 0. (A plain
+`(1 - p_t) ** γ` has an infinite derivative at p_t = 1 when γ < 1, which is why
+`torchvision.ops.sigmoid_focal_loss` returns NaN gradients for saturated logits.)
+
+Targets may also be soft (any value in [0, 1]); the formulas above are then read with
+p_t = p y + (1 - p)(1 - y), exactly as torchvision does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "focal_loss",
+    "cross_entropy",
+    "p_t",
+    "modulating_factor",
+    "alpha_t",
+    "focal_loss_grad",
+]
+
+
+def _as_float(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Compute in float32 at least: half precision has too few bits for log-space arithmetic."""
+    if not torch.is_tensor(logits) or not torch.is_tensor(targets):
+        raise TypeError("logits and targets must be tensors")
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return logits.to(dtype), targets.to(dtype)
+
+
+def _log_p_t(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """log(p_t) and log(1 - p_t), both finite for any finite logit.
+
+    p_t = p y + (1 - p)(1 - y) is computed as a log-sum-exp of log-probabilities; for hard labels
+    one of the two terms is log(0) = -inf and drops out exactly (with a zero gradient).
+    """
+    log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)  # log σ(x), log σ(-x) = log(1 - σ(x))
+    log_y, log_1my = torch.log(targets), torch.log1p(-targets)
+    log_pt = torch.logaddexp(log_p + log_y, log_1mp + log_1my)
+    log_1m_pt = torch.logaddexp(log_p + log_1my, log_1mp + log_y)
+    return log_pt, log_1m_pt
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross entropy CE(p_t) = -log(p_t) (eq. 1), elementwise, from logits."""
+    logits, targets = _as_float(logits, targets)
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def p_t(logits: Tensor, targets: Tensor) -> Tensor:
+    """The probability the model gives to the true class, p_t (eq. 2)."""
+    logits, targets = _as_float(logits, targets)
+    return torch.exp(_log_p_t(logits, targets)[0])
+
+
+def modulating_factor(logits: Tensor, targets: Tensor, gamma: float = 2.0) -> Tensor:
+    """(1 - p_t)^γ: how much the focal loss scales down cross entropy for each example (section 3.2)."""
+    _check_gamma(gamma)
+    logits, targets = _as_float(logits, targets)
+    return torch.exp(gamma * _log_p_t(logits, targets)[1])
+
+
+def alpha_t(targets: Tensor, alpha: float | None = 0.25) -> Tensor:
+    """α_t = α for positives and 1 - α for negatives (eq. 3); all ones when alpha is None."""
+    targets = targets.to(torch.promote_types(targets.dtype, torch.float32))
+    if alpha is None:
+        return torch.ones_like(targets)
+    _check_alpha(alpha)
+    return alpha * targets + (1 - alpha) * (1 - targets)
+
+
+def focal_loss(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+) -> Tensor:
+    """α-balanced focal loss FL(p_t) = -α_t (1 - p_t)^γ log(p_t) (paper eq. 5), from logits.
+
+    Args:
+        logits: raw scores x of any shape (any float dtype; computed in float32 or wider).
+        targets: same shape, 1 for the positive class and 0 for the negative (soft values allowed).
+        alpha: weight α of the positives (negatives get 1 - α); None turns balancing off.
+        gamma: focusing parameter γ >= 0; γ = 0 is cross entropy.
+        reduction: "none" (elementwise), "sum" or "mean".
+
+    Equals `torchvision.ops.sigmoid_focal_loss(logits, targets, alpha, gamma)` (alpha=None there is
+    alpha=-1), but its values and gradients stay finite for saturated logits and any γ >= 0.
+    The result is float32 (or float64 for float64 input), as autocast does for losses.
+    """
+    _check_gamma(gamma)
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    logits, targets = _as_float(logits, targets)
+    _, log_1m_pt = _log_p_t(logits, targets)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log(p_t), stable
+    loss = alpha_t(targets, alpha) * torch.exp(gamma * log_1m_pt) * ce
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean()
+    return loss
+
+
+def focal_loss_grad(logits: Tensor, targets: Tensor, alpha: float | None = 0.25, gamma: float = 2.0) -> Tensor:
+    """dFL/dx, elementwise, by autograd (what the widgets plot next to the loss itself)."""
+    x = logits.detach().to(torch.promote_types(logits.dtype, torch.float32)).requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(focal_loss(x, targets, alpha, gamma, reduction="sum"), x)
+    return grad
+
+
+def _check_gamma(gamma: float) -> None:
+    if not (gamma >= 0):
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (0 <= alpha <= 1):
+        raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")

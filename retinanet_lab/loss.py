@@ -1,0 +1,90 @@
+"""The RetinaNet training loss (paper sections 3.3 and 4.1), for a whole batch at once.
+
+    L = (1 / N_fg) [ Σ_{anchors not ignored} Σ_classes FL(p, y)  +  Σ_{foreground anchors} L_box ]
+
+- Classification: the focal loss summed over all anchors and classes, except anchors whose IoU with
+  every box falls between the thresholds (ignored). Targets are one-hot: an anchor matched to a box
+  of label k (1..K) has target 1 for class k and 0 for the others; background anchors 0 everywhere.
+- Box regression: only foreground anchors; smooth L1 (paper, β = 0.11 as in Detectron), L1
+  (torchvision v1) or GIoU (torchvision v2) between the predicted and the target box.
+- Normalisation: N_fg is the number of foreground anchors in the whole batch (paper, "normalized by
+  the number of anchors assigned to a ground-truth box"). `normalization="image"` instead divides
+  each image by its own count and averages over images, as torchvision does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import generalized_box_iou_loss
+
+from .boxes import decode_boxes, encode_boxes
+from .focal_loss import focal_loss
+from .matching import IGNORE
+
+__all__ = ["retinanet_loss", "BOX_LOSSES"]
+
+BOX_LOSSES = ("smooth_l1", "l1", "giou")
+
+
+def retinanet_loss(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    anchors: Tensor,
+    matched: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    alpha: float | None = 0.25,
+    gamma: float = 2.0,
+    box_loss: str = "smooth_l1",
+    beta: float = 0.11,
+    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    normalization: str = "batch",
+) -> dict[str, Tensor]:
+    """Losses of a batch.
+
+    Args:
+        cls_logits: (B, A, K) classification logits, all levels concatenated.
+        box_deltas: (B, A, 4) predicted deltas.
+        anchors: (A, 4), shared by the images of the batch.
+        matched: (B, A) from `match_anchors`: box index, BACKGROUND (-1) or IGNORE (-2).
+        gt_boxes: (B, G, 4) padded boxes; gt_labels: (B, G) labels in 1..K.
+    Returns:
+        {"classification": scalar, "bbox_regression": scalar}
+    """
+    if box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+    if normalization not in ("batch", "image"):
+        raise ValueError(f"normalization must be 'batch' (paper) or 'image' (torchvision), got {normalization!r}")
+    num_images, _, num_classes = cls_logits.shape
+    foreground = matched >= 0  # (B, A)
+    gt_index = matched.clamp(min=0)  # (B, A), safe to gather with
+
+    # Classification: one-hot targets, ignored anchors masked out.
+    labels = torch.gather(gt_labels, 1, gt_index) if gt_labels.shape[1] else torch.zeros_like(matched)  # (B, A)
+    targets = torch.zeros_like(cls_logits, dtype=torch.float32)  # (B, A, K)
+    targets.scatter_(2, (labels - 1).clamp(min=0).unsqueeze(-1), foreground.unsqueeze(-1).float())
+    valid = (matched != IGNORE).unsqueeze(-1)  # (B, A, 1)
+    cls_per_image = (focal_loss(cls_logits, targets, alpha, gamma) * valid).sum(dim=(1, 2))  # (B,)
+
+    # Box regression: foreground anchors only.
+    img_idx, anchor_idx = torch.nonzero(foreground, as_tuple=True)  # (N_fg,) each
+    fg_anchors = anchors[anchor_idx]  # (N_fg, 4)
+    fg_gt = gt_boxes[img_idx, gt_index[img_idx, anchor_idx]]  # (N_fg, 4)
+    fg_deltas = box_deltas[img_idx, anchor_idx].float()  # (N_fg, 4)
+    if box_loss == "giou":
+        per_anchor = generalized_box_iou_loss(decode_boxes(fg_deltas, fg_anchors, box_weights), fg_gt, reduction="none", eps=1e-7)
+    else:
+        target_deltas = encode_boxes(fg_gt, fg_anchors, box_weights)
+        if box_loss == "l1":
+            per_anchor = F.l1_loss(fg_deltas, target_deltas, reduction="none").sum(dim=1)
+        else:
+            per_anchor = F.smooth_l1_loss(fg_deltas, target_deltas, reduction="none", beta=beta).sum(dim=1)
+    box_per_image = torch.zeros(num_images, dtype=per_anchor.dtype, device=per_anchor.device).index_add_(0, img_idx, per_anchor)
+
+    if normalization == "batch":
+        num_fg = foreground.sum().clamp(min=1).to(cls_per_image.dtype)
+        return {"classification": cls_per_image.sum() / num_fg, "bbox_regression": box_per_image.sum() / num_fg}
+    num_fg = foreground.sum(dim=1).clamp(min=1).to(cls_per_image.dtype)  # (B,)
+    return {"classification": (cls_per_image / num_fg).mean(), "bbox_regression": (box_per_image / num_fg).mean()}

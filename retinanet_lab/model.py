@@ -1,0 +1,257 @@
+"""RetinaNet (paper section 4, Figure 3): ResNet + FPN (P3-P7), a classification and a box subnet
+on every level, 9 anchors per location, focal loss in training, top-k + NMS at inference.
+
+Usage follows torchvision's detection models:
+
+    model = RetinaNet(num_classes=3)
+    model.train(); losses = model(images, targets)   # {"classification", "bbox_regression"}
+    model.eval();  detections = model(images)         # [{"boxes", "scores", "labels"}, ...]
+
+`images` is a list of (3, H, W) float tensors in [0, 1], of any sizes; `targets` a list of dicts with
+"boxes" (N, 4) float (x1, y1, x2, y2) in the image's pixels and "labels" (N,) int in 1..num_classes
+(0 is not a class: background is the absence of every class). Boxes come back in the same coordinates.
+`model.inspect(images, targets)` returns everything in between, level by level, for teaching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from torch import Tensor, nn
+
+from .anchors import AnchorConfig, make_anchors
+from .backbone import ResNetBody
+from .boxes import check_boxes
+from .fpn import FeaturePyramid
+from .heads import BoxSubnet, ClassificationSubnet
+from .loss import BOX_LOSSES, retinanet_loss
+from .matching import match_anchors, pad_targets
+from .postprocess import postprocess_detections
+from .transform import IMAGENET_MEAN, IMAGENET_STD, boxes_to_original, check_images, preprocess
+
+__all__ = ["RetinaNet"]
+
+
+class RetinaNet(nn.Module):
+    """A RetinaNet detector.
+
+    Architecture: num_classes (K, not counting background), backbone ("resnet18" | "resnet34" |
+    "resnet50" | "resnet101"), backbone_weights (None | "imagenet"), trainable_backbone_layers (0-5),
+    frozen_bn, fpn_channels, p6_from ("c5" paper | "p5" torchvision v1), head_convs, head_channels,
+    norm (None | "group"), prior_prob (π of section 4.1), anchors (an AnchorConfig).
+    Input: min_size (int, or a tuple for multi-scale training), max_size, image_mean, image_std,
+    size_divisible. Training: fg_iou, bg_iou, allow_low_quality_matches, focal_alpha, focal_gamma,
+    box_loss ("smooth_l1" | "l1" | "giou"), smooth_l1_beta, loss_normalization ("batch" | "image").
+    Inference: score_thresh, topk_candidates, nms_thresh, detections_per_img.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        backbone_weights: str | None = None,
+        trainable_backbone_layers: int = 3,
+        frozen_bn: bool = True,
+        fpn_channels: int = 256,
+        p6_from: str = "c5",
+        head_convs: int = 4,
+        head_channels: int = 256,
+        norm: str | None = None,
+        prior_prob: float = 0.01,
+        anchors: AnchorConfig | dict | None = None,
+        min_size: int | tuple[int, ...] = 800,
+        max_size: int = 1333,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        size_divisible: int = 32,
+        fg_iou: float = 0.5,
+        bg_iou: float = 0.4,
+        allow_low_quality_matches: bool = True,
+        focal_alpha: float | None = 0.25,
+        focal_gamma: float = 2.0,
+        box_loss: str = "smooth_l1",
+        smooth_l1_beta: float = 0.11,
+        loss_normalization: str = "batch",
+        box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+        score_thresh: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        class_names: list[str] | None = None,
+    ):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int (not counting background), got {num_classes!r}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        if not 0 <= bg_iou <= fg_iou <= 1:
+            raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
+        if isinstance(anchors, dict):
+            anchors = AnchorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in anchors.items()})
+        self.anchor_config = anchors or AnchorConfig()
+        self._architecture = dict(
+            num_classes=num_classes, backbone=backbone, trainable_backbone_layers=trainable_backbone_layers,
+            frozen_bn=frozen_bn, fpn_channels=fpn_channels, p6_from=p6_from, head_convs=head_convs, head_channels=head_channels,
+            norm=norm, prior_prob=prior_prob, anchors=asdict(self.anchor_config),
+            class_names=list(class_names) if class_names else None,
+        )
+        # Settings that may change after construction (model.score_thresh = 0.3): plain attributes.
+        self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.fg_iou, self.bg_iou, self.allow_low_quality_matches = fg_iou, bg_iou, allow_low_quality_matches
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.box_loss, self.smooth_l1_beta, self.loss_normalization = box_loss, smooth_l1_beta, loss_normalization
+        self.box_weights = tuple(box_weights)
+        self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
+        self.nms_thresh, self.detections_per_img = nms_thresh, detections_per_img
+        num_anchors = self.anchor_config.num_anchors
+        self.backbone = ResNetBody(backbone, backbone_weights, trainable_backbone_layers, frozen_bn)
+        self.fpn = FeaturePyramid(self.backbone.out_channels, fpn_channels, p6_from)
+        self.class_subnet = ClassificationSubnet(fpn_channels, num_anchors, num_classes, head_convs, head_channels, norm, prior_prob)
+        self.box_subnet = BoxSubnet(fpn_channels, num_anchors, head_convs, head_channels, norm)
+
+    # ---- conveniences -------------------------------------------------------------------------
+    SETTINGS = ("min_size", "max_size", "image_mean", "image_std", "size_divisible", "fg_iou", "bg_iou",
+                "allow_low_quality_matches", "focal_alpha", "focal_gamma", "box_loss", "smooth_l1_beta",
+                "loss_normalization", "box_weights", "score_thresh", "topk_candidates", "nms_thresh", "detections_per_img")
+
+    @property
+    def config(self) -> dict:
+        """Every constructor argument, enough to rebuild this model: RetinaNet(**model.config)."""
+        return {**self._architecture, **{k: getattr(self, k) for k in self.SETTINGS}}
+
+    @property
+    def num_classes(self) -> int:
+        return self._architecture["num_classes"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._architecture["class_names"] or [str(k) for k in range(1, self.num_classes + 1)]
+
+    # ---- the forward pass, in steps ------------------------------------------------------------
+    def _check_targets(self, targets, num_images: int) -> None:
+        if targets is None:
+            raise ValueError("in train mode the model needs targets: model(images, targets), or call model.eval()")
+        if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
+            raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {type(targets).__name__}"
+                             + (f" of length {len(targets)}" if isinstance(targets, (list, tuple)) else ""))
+        for i, t in enumerate(targets):
+            if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+                raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
+            check_boxes(t["boxes"], f"targets[{i}]['boxes']")
+            labels = t["labels"]
+            if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dim() != 1:
+                raise TypeError(f"targets[{i}]['labels'] must be a 1-D integer tensor, got "
+                                f"{labels.dtype if torch.is_tensor(labels) else type(labels).__name__}")
+            if labels.shape[0] != t["boxes"].shape[0]:
+                raise ValueError(f"targets[{i}] has {t['boxes'].shape[0]} boxes but {labels.shape[0]} labels")
+            if labels.numel() and (labels.min() < 1 or labels.max() > self.num_classes):
+                bad = labels[(labels < 1) | (labels > self.num_classes)][0].item()
+                raise ValueError(f"targets[{i}]['labels'] has label {bad}: labels must be in 1..{self.num_classes} "
+                                 f"(num_classes={self.num_classes}; 0 is background and is never a label)")
+
+    def _features(self, batch: Tensor) -> list[Tensor]:
+        return self.fpn(*self.backbone(batch))  # [P3, ..., P7]
+
+    def _anchors(self, batch: Tensor, features: list[Tensor]) -> list[Tensor]:
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        return make_anchors(self.anchor_config, tuple(batch.shape[-2:]), sizes, dtype=features[0].dtype, device=batch.device)
+
+    def _prepare(self, images, targets):
+        check_images(images)
+        if self.training:
+            self._check_targets(targets, len(images))
+        boxes = [t["boxes"] for t in targets] if targets is not None else None
+        return preprocess(images, boxes, self.min_size, self.max_size, self.image_mean, self.image_std,
+                          self.size_divisible, self.training)
+
+    def _match(self, anchors: Tensor, boxes: list[Tensor], targets) -> tuple:
+        gt_boxes, gt_labels, gt_valid = pad_targets([b.to(anchors.dtype) for b in boxes], [t["labels"].to(anchors.device) for t in targets])
+        matched = match_anchors(anchors, gt_boxes, gt_valid, self.fg_iou, self.bg_iou, self.allow_low_quality_matches)
+        return matched, gt_boxes, gt_labels
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        original_sizes = [tuple(img.shape[-2:]) for img in images] if isinstance(images, (list, tuple)) else None
+        batch, sizes, boxes = self._prepare(images, targets)
+        features = self._features(batch)
+        cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
+        anchors = self._anchors(batch, features)
+        if self.training:
+            all_anchors = torch.cat(anchors)  # (A, 4)
+            matched, gt_boxes, gt_labels = self._match(all_anchors, boxes, targets)
+            return retinanet_loss(
+                torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
+                self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
+            )
+        detections = postprocess_detections(cls_logits, box_deltas, anchors, sizes, self.score_thresh, self.topk_candidates,
+                                            self.nms_thresh, self.detections_per_img, self.box_weights)
+        for det, size, original in zip(detections, sizes, original_sizes):
+            det["boxes"] = boxes_to_original(det["boxes"], size, original)
+        return detections
+
+    @torch.no_grad()
+    def inspect(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict:
+        """One forward pass, level by level, for teaching. No gradients; works in train or eval mode.
+
+        Returns a dict with
+            "batch": the (B, 3, H, W) network input; "image_sizes": each image's resized (h, w);
+            "levels": [3, ..., 7]; "strides", "feature_sizes": per level;
+            "features": per level (B, C, H_l, W_l);
+            "cls_logits": per level (B, H_l, W_l, A, K); "box_deltas": per level (B, H_l, W_l, A, 4);
+            "anchors": per level (H_l, W_l, A, 4), in the network input's pixels;
+        and, when targets are given: "gt_boxes" (B, G, 4) scaled to the network input, "gt_labels" (B, G),
+        "matched": per level (B, H_l, W_l, A) (box index, -1 background, -2 ignored), "matched_iou" alike,
+        and "losses" (the training losses of this pass).
+        """
+        if targets is not None:
+            self._check_targets(targets, len(images))
+        check_images(images)
+        boxes = [t["boxes"] for t in targets] if targets is not None else None
+        batch, sizes, boxes = preprocess(images, boxes, self.min_size, self.max_size, self.image_mean, self.image_std,
+                                         self.size_divisible, training=False)
+        features = self._features(batch)
+        cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
+        anchors = self._anchors(batch, features)
+        shapes = [(f.shape[-2], f.shape[-1], self.anchor_config.num_anchors) for f in features]
+        b = batch.shape[0]
+        out = {
+            "batch": batch, "image_sizes": sizes, "levels": list(self.anchor_config.levels),
+            "feature_sizes": [tuple(f.shape[-2:]) for f in features],
+            "strides": [(batch.shape[-2] // f.shape[-2], batch.shape[-1] // f.shape[-1]) for f in features],
+            "features": features,
+            "cls_logits": [c.view(b, *s, -1) for c, s in zip(cls_logits, shapes)],
+            "box_deltas": [d.view(b, *s, 4) for d, s in zip(box_deltas, shapes)],
+            "anchors": [a.view(*s, 4) for a, s in zip(anchors, shapes)],
+        }
+        if targets is not None:
+            all_anchors = torch.cat(anchors)
+            matched, gt_boxes, gt_labels = self._match(all_anchors, boxes, targets)
+            counts = [a.shape[0] for a in anchors]
+            out.update(
+                gt_boxes=gt_boxes, gt_labels=gt_labels,
+                matched=[m.view(b, *s) for m, s in zip(matched.index.split(counts, dim=1), shapes)],
+                matched_iou=[m.view(b, *s) for m, s in zip(matched.iou.split(counts, dim=1), shapes)],
+                losses=retinanet_loss(
+                    torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
+                    self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
+                ),
+            )
+        return out
+
+    # ---- torchvision -----------------------------------------------------------------------------
+    @classmethod
+    def from_torchvision(cls, model_or_state_dict, drop_background: bool = True, **overrides) -> RetinaNet:
+        """A RetinaNet with the weights (and, given a model, the settings) of a torchvision RetinaNet."""
+        from .torchvision_compat import from_torchvision
+
+        return from_torchvision(model_or_state_dict, drop_background=drop_background, **overrides)
+
+    @classmethod
+    def pretrained(cls, name: str = "coco", progress: bool = True, **overrides) -> RetinaNet:
+        """torchvision's COCO-trained weights ("coco": v1, 36.4 AP; "coco_v2": v2, 41.5 AP) in our model."""
+        from .torchvision_compat import pretrained
+
+        return pretrained(name, progress=progress, **overrides)
