@@ -7,12 +7,27 @@ statistics) and the stem and first stage are not trained (`trainable_layers=3`).
 
 from __future__ import annotations
 
+import os
+from urllib.error import URLError
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops import misc
 
-__all__ = ["RESNETS", "ResNetBody", "freeze_batchnorm"]
+__all__ = ["RESNETS", "ResNetBody", "FrozenBatchNorm2d", "freeze_batchnorm"]
+
+
+class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
+    """BatchNorm with fixed statistics and affine parameters (buffers, never trained).
+
+    Same parameters and state dict as torchvision's FrozenBatchNorm2d, but computed by PyTorch's fused
+    batch-norm kernel in inference mode (one pass over the activations instead of two).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 # name -> (constructor, ImageNet weights, channels of C3, C4, C5)
 RESNETS = {
@@ -42,7 +57,13 @@ class ResNetBody(nn.Module):
         if weights not in (None, "imagenet"):
             raise ValueError(f"backbone weights must be None or 'imagenet', got {weights!r}")
         build, imagenet, channels = RESNETS[name]
-        net = build(weights=imagenet if weights == "imagenet" else None, norm_layer=FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d)
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        try:
+            net = build(weights=imagenet if weights == "imagenet" else None, norm_layer=norm)
+        except (URLError, OSError) as e:
+            path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet.url))
+            raise RuntimeError(f"could not download the ImageNet weights of {name} ({e}). If this machine is offline, "
+                               f"download {imagenet.url} elsewhere and put it at {path}") from e
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_channels = channels
@@ -74,7 +95,7 @@ def freeze_batchnorm(module: nn.Module, eps: float | None = None) -> nn.Module:
             setattr(module, name, frozen.to(child.weight.device))
         else:
             freeze_batchnorm(child, eps)
-        if isinstance(child, FrozenBatchNorm2d) and eps is not None:
+        if isinstance(child, misc.FrozenBatchNorm2d) and eps is not None:
             child.eps = eps
     return module
 

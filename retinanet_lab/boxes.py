@@ -75,17 +75,13 @@ def decode_boxes(
     return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), dim=-1)
 
 
-def clip_boxes(boxes: Tensor, height: Tensor | int, width: Tensor | int) -> Tensor:
-    """Clip boxes (..., 4) to [0, width] x [0, height]; height/width may be tensors broadcasting over (...)."""
-    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
-    x = boxes[..., 0::2].clamp(min=zero)
-    y = boxes[..., 1::2].clamp(min=zero)
-    w = torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device)
-    h = torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device)
-    if w.dim() > 0:
-        w, h = w.unsqueeze(-1), h.unsqueeze(-1)
-    x = torch.minimum(x, w)
-    y = torch.minimum(y, h)
+def clip_boxes(boxes: Tensor, height: Tensor | float, width: Tensor | float) -> Tensor:
+    """Clip boxes (..., 4) to [0, width] x [0, height]; height and width are numbers or tensors that
+    broadcast against boxes.shape[:-1] (one size per box, or per image with a trailing 1)."""
+    h = torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device).unsqueeze(-1)  # (..., 1)
+    w = torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device).unsqueeze(-1)
+    x = torch.minimum(boxes[..., 0::2].clamp(min=0), w)  # (..., 2): x1, x2
+    y = torch.minimum(boxes[..., 1::2].clamp(min=0), h)  # (..., 2): y1, y2
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 

@@ -5,12 +5,14 @@ Per pyramid level: keep at most `topk_candidates` (1000) predictions whose score
 apply non-maximum suppression per class at IoU `nms_thresh` (0.5) and keep the best
 `detections_per_img` (100 in the paper and here; torchvision keeps 300).
 
-torchvision loops over images and levels in Python; here every step runs on the batch: top-k on
-(B, A_l*K), one NMS call for all images and classes (boxes of different image or class are moved
+torchvision loops over images and levels in Python; here every step runs on the batch: the
+candidates of all images at once, one NMS call for all images and classes (boxes of different image or class are moved
 apart so they never overlap, computed in float64 so the shift costs no precision).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -18,25 +20,38 @@ from torchvision.ops import nms
 
 from .boxes import clip_boxes, decode_boxes
 
-__all__ = ["postprocess_detections", "select_candidates", "batched_nms"]
+__all__ = ["postprocess_detections", "select_candidates", "best_per_image", "batched_nms"]
 
 
-def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, topk: int, score_thresh: float,
+def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: Tensor, topk: int, score_thresh: float,
                       box_weights=(1.0, 1.0, 1.0, 1.0)) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One level: the top-k scoring (anchor, class) pairs of each image and their decoded boxes.
+    """One level: per image, the (at most) top-k (anchor, class) pairs scoring above the threshold.
 
-    logits (B, A_l, K), deltas (B, A_l, 4), anchors (A_l, 4) ->
-    scores (B, k), labels (B, k) in 1..K, boxes (B, k, 4), keep (B, k) = score > score_thresh.
+    logits (B, A_l, K), deltas (B, A_l, 4), anchors (A_l, 4), image_sizes (B, 2) as (h, w) ->
+    image index (N,), scores (N,), labels (N,) in 1..K, boxes (N, 4) decoded and clipped.
+    The threshold is applied to the logits (σ(x) > t <=> x > log(t / (1 - t))), so that the sigmoid,
+    the sort and the decoding only touch the candidates, not all B * A_l * K outputs.
     """
-    num_classes = logits.shape[-1]
-    scores = torch.sigmoid(logits.flatten(1))  # (B, A_l*K)
-    k = min(topk, scores.shape[1])
-    top_scores, top_idx = scores.topk(k, dim=1)  # (B, k), sorted
-    anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")  # (B, k)
-    labels = top_idx % num_classes + 1  # (B, k), 1-based
-    top_deltas = torch.gather(deltas, 1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # (B, k, 4)
-    boxes = decode_boxes(top_deltas, anchors[anchor_idx], box_weights)  # (B, k, 4)
-    return top_scores, labels, boxes, top_scores > score_thresh
+    num_images, num_classes = logits.shape[0], logits.shape[-1]
+    flat = logits.flatten(1)  # (B, A_l*K)
+    logit_thresh = math.log(score_thresh / (1 - score_thresh)) if 0 < score_thresh < 1 else -math.inf
+    img, idx = torch.nonzero(flat > logit_thresh, as_tuple=True)  # (N,) each
+    cand = flat[img, idx]
+    keep = best_per_image(img, torch.argsort(cand, descending=True, stable=True), num_images, topk)
+    img, idx, cand = img[keep], idx[keep], cand[keep]
+    anchor_idx = torch.div(idx, num_classes, rounding_mode="floor")
+    boxes = decode_boxes(deltas[img, anchor_idx], anchors[anchor_idx], box_weights)  # (N, 4)
+    boxes = clip_boxes(boxes, image_sizes[img, 0], image_sizes[img, 1])
+    return img, torch.sigmoid(cand), idx % num_classes + 1, boxes
+
+
+def best_per_image(image_index: Tensor, ranked: Tensor, num_images: int, k: int) -> Tensor:
+    """`ranked` indexes items by decreasing score; returns them grouped by image (in image order), best
+    first within each image, at most k per image. image_index gives each item's image."""
+    ranked = ranked[torch.sort(image_index[ranked], stable=True).indices]
+    counts = torch.bincount(image_index[ranked], minlength=num_images)  # (B,)
+    rank = torch.arange(ranked.numel(), device=ranked.device) - (torch.cumsum(counts, 0) - counts)[image_index[ranked]]
+    return ranked[rank < k]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
@@ -63,21 +78,13 @@ def postprocess_detections(
     with "boxes" (N, 4) in the (resized) image's pixels, "scores" (N,) and "labels" (N,) in 1..K."""
     num_images, num_classes = cls_logits[0].shape[0], cls_logits[0].shape[-1]
     device = cls_logits[0].device
-    parts = [select_candidates(lg, dl, an, topk_candidates, score_thresh, box_weights)
+    sizes = torch.tensor(image_sizes, dtype=box_deltas[0].dtype, device=device)  # (B, 2)
+    parts = [select_candidates(lg, dl, an, sizes, topk_candidates, score_thresh, box_weights)
              for lg, dl, an in zip(cls_logits, box_deltas, anchors)]
-    scores, labels, boxes, keep = (torch.cat(p, dim=1) for p in zip(*parts))  # (B, L*k[, 4])
-    hw = torch.tensor(image_sizes, dtype=boxes.dtype, device=device)  # (B, 2)
-    boxes = clip_boxes(boxes, hw[:, 0:1], hw[:, 1:2])
-
-    img_idx, cand_idx = torch.nonzero(keep, as_tuple=True)  # candidates above the threshold
-    boxes, scores, labels = boxes[img_idx, cand_idx], scores[img_idx, cand_idx], labels[img_idx, cand_idx]
+    img_idx, scores, labels, boxes = (torch.cat(p) for p in zip(*parts))  # all levels' candidates
     kept = batched_nms(boxes, scores, img_idx * (num_classes + 1) + labels, nms_thresh)  # by score
-    kept = kept[torch.sort(img_idx[kept], stable=True).indices]  # grouped by image, by score within
-    counts = torch.bincount(img_idx[kept], minlength=num_images)  # (B,)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(kept.numel(), device=device) - starts[img_idx[kept]]
-    kept = kept[rank < detections_per_img]
-    counts = counts.clamp(max=detections_per_img).tolist()
+    kept = best_per_image(img_idx, kept, num_images, detections_per_img)
+    counts = torch.bincount(img_idx[kept], minlength=num_images).tolist()
     return [
         {"boxes": b, "scores": s, "labels": lab}
         for b, s, lab in zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))

@@ -26,7 +26,7 @@ from urllib.error import URLError
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops.misc import FrozenBatchNorm2d  # ours subclasses it
 
 from .anchors import AnchorConfig
 from .model import RetinaNet

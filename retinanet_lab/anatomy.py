@@ -1,0 +1,61 @@
+"""What a RetinaNet is made of, as tables: per-level shapes and anchor counts, parameter counts per
+part, and the effect of the prior-probability bias on the first loss (paper section 4.1)."""
+
+from __future__ import annotations
+
+import torch
+
+from .model import RetinaNet
+
+__all__ = ["level_table", "parameter_table", "initial_loss", "format_table"]
+
+
+def level_table(model: RetinaNet, height: int = 512, width: int = 512) -> list[dict]:
+    """One row per pyramid level for an input of the given size: stride, feature map, anchors, outputs."""
+    was_training = model.training
+    model.eval()
+    r = model.inspect([torch.zeros(3, height, width, device=next(model.parameters()).device)])
+    model.train(was_training)
+    rows = []
+    for level, (h, w), (sy, sx), anchors in zip(r["levels"], r["feature_sizes"], r["strides"], r["anchors"]):
+        sizes = model.anchor_config.level_sizes(r["levels"].index(level))
+        rows.append(dict(level=f"P{level}", stride=f"{sy}x{sx}" if sy != sx else sy, feature=f"{h}x{w}",
+                         anchor_sizes="/".join(f"{s:g}" for s in sizes), anchors=anchors.shape[0] * anchors.shape[1] * anchors.shape[2],
+                         cls_outputs=h * w * model.anchor_config.num_anchors * model.num_classes))
+    return rows
+
+
+def parameter_table(model: RetinaNet) -> list[dict]:
+    """Parameter counts of backbone, FPN and the two subnets (trainable and total)."""
+    rows = []
+    for name in ("backbone", "fpn", "class_subnet", "box_subnet"):
+        params = list(getattr(model, name).parameters())
+        rows.append(dict(part=name, parameters=sum(p.numel() for p in params),
+                         trainable=sum(p.numel() for p in params if p.requires_grad)))
+    rows.append(dict(part="total", parameters=sum(r["parameters"] for r in rows), trainable=sum(r["trainable"] for r in rows)))
+    return rows
+
+
+def initial_loss(model: RetinaNet, images, targets, prior_prob: float) -> dict[str, float]:
+    """The loss of the model's first step if its classification bias were set for prior π."""
+    from .heads import prior_bias
+
+    bias = model.class_subnet.logits.bias
+    saved = bias.detach().clone()
+    with torch.no_grad():
+        bias.fill_(prior_bias(prior_prob))
+        losses = model.inspect(images, targets)["losses"]
+        bias.copy_(saved)
+    return {k: float(v) for k, v in losses.items()}
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of dict rows (for terminals and notebooks)."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    cells = [[f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
