@@ -33,6 +33,7 @@ __all__ = [
     "modulating_factor",
     "alpha_t",
     "focal_loss_grad",
+    "focal_loss_sparse_sum",
 ]
 
 
@@ -137,3 +138,65 @@ def _check_gamma(gamma: float) -> None:
 def _check_alpha(alpha: float) -> None:
     if not (0 <= alpha <= 1):
         raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")
+
+
+class _SparseTargetFocalLossSum(torch.autograd.Function):
+    """Per-image Σ of w · FL over (A, K) outputs whose targets are all 0 except at `positives`.
+
+    Every output is first treated as a negative (p = σ(x), so p_t = 1 - p):
+        FL = (1 - α) p^γ CE,   CE = -log(1 - p) = x - logσ(x),   dFL/dx = (1 - α) p^γ (p + γ (1 - p) CE)
+    computed densely with one `logsigmoid` and no branch; then the few positive entries (known from
+    matching, one per foreground anchor) are corrected by index with the positive form
+        FL = α (1 - p)^γ (-log p),   dFL/dx = α (1 - p)^γ (γ p log p - (1 - p)).
+    Powers are exp(γ log ·) of finite logs: finite for every γ >= 0 and logit.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, weight, img, anchor, cls, alpha, gamma):
+        x = logits.float()  # (B, A, K)
+        b, a, k = x.shape
+        a_pos, a_neg = (alpha, 1 - alpha) if alpha is not None else (1.0, 1.0)
+        log_p = F.logsigmoid(x)
+        mod = torch.exp(gamma * log_p)  # p^γ
+        ce = x - log_p  # -log(1 - p)
+        per_anchor = torch.bmm(mod.view(b * a, 1, k), ce.view(b * a, k, 1)).view(b, a)  # Σ_k p^γ CE
+        loss = a_neg * (per_anchor * weight).sum(dim=1)  # (B,)
+        # positives: swap the negative form for the positive one
+        xi, lpi = x[img, anchor, cls], log_p[img, anchor, cls]
+        pos_form = a_pos * torch.exp(gamma * (lpi - xi)) * (-lpi)  # α (1 - p)^γ (-log p)
+        correction = (pos_form - a_neg * mod[img, anchor, cls] * ce[img, anchor, cls]) * weight[img, anchor]
+        loss = loss.index_add(0, img, correction)
+        ctx.save_for_backward(weight, img, anchor, cls, log_p, mod, ce)
+        ctx.alpha, ctx.gamma, ctx.dtype = (a_pos, a_neg), gamma, logits.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, img, anchor, cls, log_p, mod, ce = ctx.saved_tensors
+        (a_pos, a_neg), gamma = ctx.alpha, ctx.gamma
+        p = torch.exp(log_p)
+        grad = torch.addcmul(p, torch.exp(-ce), ce, value=gamma)  # p + γ (1 - p) CE
+        grad = grad * mod * (a_neg * weight * grad_out[:, None]).unsqueeze(-1)
+        lpi, cei = log_p[img, anchor, cls], ce[img, anchor, cls]  # log p, -log(1 - p)
+        pi, qi = torch.exp(lpi), torch.exp(-cei)  # p, 1 - p
+        pos_grad = a_pos * torch.exp(-gamma * cei) * (gamma * pi * lpi - qi)  # (1 - p)^γ = exp(-γ CE)
+        grad[img, anchor, cls] = pos_grad * weight[img, anchor] * grad_out[img]
+        return grad.to(ctx.dtype), None, None, None, None, None, None
+
+
+def focal_loss_sparse_sum(logits: Tensor, positives: tuple[Tensor, Tensor, Tensor], weight: Tensor | None = None,
+                          alpha: float | None = 0.25, gamma: float = 2.0) -> Tensor:
+    """Per-image sum of `weight * focal_loss(logits, targets)` where targets are one-hot and sparse.
+
+    logits (B, A, K) of any float dtype; positives: (image, anchor, class) index tensors of the entries
+    whose target is 1 (each at most once); weight (B, A), e.g. 0 for ignored anchors -> (B,) float32.
+    Same values and gradients as `focal_loss` (tests check it); this is the form the training loss uses.
+    """
+    _check_gamma(gamma)
+    if alpha is not None:
+        _check_alpha(alpha)
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be (B, A, K), got {tuple(logits.shape)}")
+    w = torch.ones(logits.shape[:2], device=logits.device) if weight is None else weight.float()
+    img, anchor, cls = (t.long() for t in positives)
+    return _SparseTargetFocalLossSum.apply(logits, w, img, anchor, cls, alpha, float(gamma))

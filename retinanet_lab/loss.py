@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
 from .boxes import decode_boxes, encode_boxes
-from .focal_loss import focal_loss
+from .focal_loss import focal_loss_sparse_sum
 from .matching import IGNORE
 
 __all__ = ["retinanet_loss", "BOX_LOSSES"]
@@ -57,19 +57,17 @@ def retinanet_loss(
         raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     if normalization not in ("batch", "image"):
         raise ValueError(f"normalization must be 'batch' (paper) or 'image' (torchvision), got {normalization!r}")
-    num_images, _, num_classes = cls_logits.shape
+    num_images = cls_logits.shape[0]
     foreground = matched >= 0  # (B, A)
     gt_index = matched.clamp(min=0)  # (B, A), safe to gather with
 
-    # Classification: one-hot targets, ignored anchors masked out.
-    labels = torch.gather(gt_labels, 1, gt_index) if gt_labels.shape[1] else torch.zeros_like(matched)  # (B, A)
-    targets = torch.zeros_like(cls_logits, dtype=torch.float32)  # (B, A, K)
-    targets.scatter_(2, (labels - 1).clamp(min=0).unsqueeze(-1), foreground.unsqueeze(-1).float())
-    valid = (matched != IGNORE).unsqueeze(-1)  # (B, A, 1)
-    cls_per_image = (focal_loss(cls_logits, targets, alpha, gamma) * valid).sum(dim=(1, 2))  # (B,)
+    # Classification: all-zero targets except class k of each foreground anchor; ignored anchors weigh 0.
+    img_idx, anchor_idx = torch.nonzero(foreground, as_tuple=True)  # (N_fg,) each
+    labels = gt_labels[img_idx, gt_index[img_idx, anchor_idx]]  # (N_fg,) in 1..K
+    valid = (matched != IGNORE).float()  # (B, A)
+    cls_per_image = focal_loss_sparse_sum(cls_logits, (img_idx, anchor_idx, labels - 1), valid, alpha, gamma)  # (B,)
 
     # Box regression: foreground anchors only.
-    img_idx, anchor_idx = torch.nonzero(foreground, as_tuple=True)  # (N_fg,) each
     fg_anchors = anchors[anchor_idx]  # (N_fg, 4)
     fg_gt = gt_boxes[img_idx, gt_index[img_idx, anchor_idx]]  # (N_fg, 4)
     fg_deltas = box_deltas[img_idx, anchor_idx].float()  # (N_fg, 4)

@@ -112,5 +112,5 @@ def test_readme_commands_match_ci():
 def test_ruff_clean():
     ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
     assert ruff, "ruff is part of the [dev] extra"
-    out = subprocess.run([ruff, "check", "retinanet_lab", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([ruff, "check", "retinanet_lab", "tests", "benchmarks", "assets"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,24 @@
+"""Data for retinanet_lab: the procedural shapes world and loaders for small real datasets.
+
+    ShapesDataset       procedural, deterministic, no download     (shapes.py)
+    CocoDataset         any COCO-format folder; export_coco        (coco.py)
+    VOCDataset          Pascal VOC / LabelImg folders               (voc.py)
+    PennFudanDataset    the Penn-Fudan pedestrians                  (voc.py)
+    load_image          robust image reading (EXIF, modes, bombs)   (images.py)
+    transforms          flip and photometric jitter                 (transforms.py)
+    collate_fn, make_loader, split_dataset, subset                  (loader.py)
+"""
+
+from .coco import CocoDataset, export_coco, read_coco_json
+from .images import ImageLoadError, load_image, to_tensor
+from .loader import collate_fn, default_num_workers, make_loader, split_dataset, subset
+from .shapes import SHAPE_CLASSES, ShapesDataset
+from .transforms import Compose, PhotometricJitter, RandomHorizontalFlip, clip_targets, train_transforms
+from .voc import PENNFUDAN_URL, PennFudanDataset, VOCDataset
+
+__all__ = [
+    "CocoDataset", "Compose", "ImageLoadError", "PENNFUDAN_URL", "PennFudanDataset", "PhotometricJitter",
+    "RandomHorizontalFlip", "SHAPE_CLASSES", "ShapesDataset", "VOCDataset", "clip_targets", "collate_fn",
+    "default_num_workers", "export_coco", "load_image", "make_loader", "read_coco_json", "split_dataset", "subset",
+    "to_tensor", "train_transforms",
+]
