@@ -3,6 +3,10 @@
     retinanet-lab demo      the main job: build RetinaNet, show its anatomy, prove it equals
                             torchvision's, show what the prior bias does, draw the anchor assignment
     retinanet-lab info      the anatomy tables of any configuration
+    retinanet-lab train     train (shapes world, a COCO or VOC folder, Penn-Fudan) with a preset
+    retinanet-lab eval      COCO mAP of a checkpoint on a dataset
+    retinanet-lab predict   detections on image files: PNGs with boxes and a JSON
+    retinanet-lab anchors   how well an anchor configuration covers a dataset's objects
 """
 
 from __future__ import annotations
@@ -119,6 +123,147 @@ def _draw_assignment(image, target, r, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _dataset(args, train: bool):
+    """The dataset named on the command line (train: with the preset's augmentation)."""
+    from .data import CocoDataset, PennFudanDataset, ShapesDataset, VOCDataset, train_transforms
+
+    transform = train_transforms(flip=True) if train else None
+    if args.data == "shapes":
+        from .presets import preset
+
+        kw = preset(args.preset)["data"] if getattr(args, "preset", None) else {}
+        seed = args.seed if train else args.seed + 1_000_000  # validation images are never training images
+        return ShapesDataset(args.num_images, seed=seed, transform=transform, **kw)
+    if args.data == "coco":
+        if not args.images or not args.annotations:
+            raise SystemExit("--data coco needs --images DIR and --annotations FILE")
+        return CocoDataset(args.images, args.annotations, transform=transform)
+    if args.data == "voc":
+        if not args.root:
+            raise SystemExit("--data voc needs --root DIR (with Annotations/ and JPEGImages/)")
+        return VOCDataset(args.root, transform=transform)
+    if not args.root:
+        raise SystemExit("--data pennfudan needs --root DIR (it is downloaded there when online)")
+    return PennFudanDataset(args.root, download=True, transform=transform)
+
+
+def _add_data_args(p, num_images: int) -> None:
+    p.add_argument("--data", choices=("shapes", "coco", "voc", "pennfudan"), default="shapes",
+                   help="which data: the built-in shapes world (default), a COCO folder, a VOC folder, or Penn-Fudan")
+    p.add_argument("--images", help="COCO: the folder of images")
+    p.add_argument("--annotations", help="COCO: the annotation JSON file")
+    p.add_argument("--root", help="VOC or Penn-Fudan: the dataset folder")
+    p.add_argument("--num-images", type=int, default=num_images, help=f"shapes: how many images (default {num_images})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def cmd_train(args) -> int:
+    from .data import split_dataset
+    from .model import RetinaNet
+    from .presets import preset
+    from .train import fit, replace_classifier
+
+    cfg = preset(args.preset)
+    data = _dataset(args, train=True)
+    if args.data == "shapes":  # validation: fresh images of seeds never used in training
+        from .data import ShapesDataset
+
+        train_data, val_data = data, ShapesDataset(args.val_images, seed=args.seed + 1_000_000, **cfg["data"])
+    else:
+        train_data, val_data = split_dataset(data, args.val_fraction, seed=args.seed)
+    names = data.class_names
+    torch.manual_seed(args.seed)
+    if args.from_checkpoint:
+        from .train import load_model
+
+        model = load_model(args.from_checkpoint).train()
+        if model.num_classes != len(names) or model.class_names != names:
+            replace_classifier(model, len(names), names)
+    else:
+        model = RetinaNet(len(names), class_names=names, **cfg["model"])
+    train_kw = cfg["train"]
+    if args.batch:
+        train_kw["batch_size"] = args.batch
+    if args.lr:
+        train_kw["lr"] = args.lr
+    fit(model, train_data, val_data, epochs=args.epochs, device=args.device, seed=args.seed, out_dir=args.out,
+        resume=args.resume or None, eval_every=args.eval_every, **train_kw)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate
+    from .train import load_model
+
+    model = load_model(args.checkpoint)
+    if args.data == "shapes":
+        from .data import ShapesDataset
+        from .presets import preset
+
+        data = ShapesDataset(args.num_images, seed=args.seed + 2_000_000, **preset(args.preset)["data"])
+    else:
+        data = _dataset(args, train=False)
+    r = evaluate(model, data, device=args.device)
+    print(f"{len(data)} images: AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AP75 {r['AP75']:.3f}  "
+          f"APs {r['APs']:.3f}  APm {r['APm']:.3f}  APl {r['APl']:.3f}  AR100 {r['AR100']:.3f}")
+    for name, ap in r["per_class_AP"].items():
+        print(f"  {name:20s} AP {ap:.3f}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .data import load_image, to_tensor
+    from .train import load_model
+    from .viz import draw_boxes
+
+    model = load_model(args.checkpoint)
+    model.score_thresh = args.score_thresh
+    os.makedirs(args.out, exist_ok=True)
+    results = {}
+    for path in args.images:
+        image = to_tensor(load_image(path))
+        with torch.no_grad():
+            det = model([image])[0]
+        keep = det["scores"] >= args.score_thresh
+        results[path] = [{"box": b, "score": s, "label": int(lab), "class": model.class_names[int(lab) - 1]}
+                         for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep])]
+        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+        draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], model.class_names)
+        name = os.path.splitext(os.path.basename(path))[0] + "_detections.png"
+        fig.savefig(os.path.join(args.out, name), dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        print(f"{path}: {len(results[path])} detection(s) -> {os.path.join(args.out, name)}")
+    with open(os.path.join(args.out, "detections.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+def cmd_anchors(args) -> int:
+    from .anchors import AnchorConfig
+    from .coverage import anchor_coverage, format_coverage
+    from .presets import preset
+
+    cfg = preset(args.preset)["model"]
+    anchors = cfg.get("anchors") or AnchorConfig()
+    if args.sizes:
+        anchors = AnchorConfig(sizes=tuple(args.sizes), scales=anchors.scales, aspect_ratios=anchors.aspect_ratios)
+    if args.ratios:
+        anchors = AnchorConfig(sizes=anchors.sizes, scales=anchors.scales, aspect_ratios=tuple(args.ratios))
+    data = _dataset(args, train=False)
+    report = anchor_coverage(data, anchors, min_size=args.min_size or cfg["min_size"], max_size=args.max_size or cfg["max_size"],
+                             max_images=args.max_images)
+    print(format_coverage(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,6 +278,46 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--fpn-channels", type=int, default=256)
     i.add_argument("--size", type=int, default=512, help="input image size in pixels (default 512)")
     i.set_defaults(func=cmd_info)
+
+    t = sub.add_parser("train", help="train a detector; prints the learning rate it uses, checkpoints to --out",
+                       description="Train RetinaNet. With no options: the classroom preset on the shapes world.")
+    _add_data_args(t, num_images=2000)
+    t.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="model and recipe (default classroom)")
+    t.add_argument("--epochs", type=int, default=4, help="passes over the training data (default 4)")
+    t.add_argument("--batch", type=int, default=None, help="images per step (default: the preset's)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's, scaled to the batch)")
+    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    t.add_argument("--out", default="runs/train", help="folder for checkpoint.pt and metrics.jsonl (default runs/train)")
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    t.add_argument("--from-checkpoint", default=None, help="fine-tune from this checkpoint (new classes get a new output layer)")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="COCO/VOC/Penn-Fudan: share held out (default 0.1)")
+    t.add_argument("--val-images", type=int, default=200, help="shapes: fresh validation images (default 200)")
+    t.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (default 1)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")
+    e.add_argument("checkpoint", help="a checkpoint.pt written by train")
+    _add_data_args(e, num_images=200)
+    e.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="shapes: the preset's image size")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="detect objects in image files; writes PNGs with boxes and detections.json")
+    pr.add_argument("checkpoint", help="a checkpoint.pt written by train")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--out", default="predictions", help="output folder (default predictions)")
+    pr.add_argument("--score-thresh", type=float, default=0.3, help="draw and keep detections above this score (default 0.3)")
+    pr.set_defaults(func=cmd_predict)
+
+    a = sub.add_parser("anchors", help="share of a dataset's objects that some anchor covers at IoU >= 0.5, with suggestions")
+    _add_data_args(a, num_images=300)
+    a.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="anchors and input size (default classroom)")
+    a.add_argument("--sizes", type=float, nargs="+", help="anchor base sizes on P3..P7, e.g. 16 32 64 128 256")
+    a.add_argument("--ratios", type=float, nargs="+", help="aspect ratios h/w, e.g. 0.5 1 2")
+    a.add_argument("--min-size", type=int, default=None, help="network input short side (default: the preset's)")
+    a.add_argument("--max-size", type=int, default=None, help="network input long side cap (default: the preset's)")
+    a.add_argument("--max-images", type=int, default=500, help="look at most at this many images (default 500)")
+    a.set_defaults(func=cmd_anchors)
     return p
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .anchors import AnchorConfig, make_anchors
 from .backbone import ResNetBody
-from .boxes import check_boxes
+from .boxes import check_boxes, encode_boxes
 from .fpn import FeaturePyramid
 from .heads import BoxSubnet, ClassificationSubnet
 from .loss import BOX_LOSSES, retinanet_loss
@@ -204,6 +204,8 @@ class RetinaNet(nn.Module):
             "anchors": per level (H_l, W_l, A, 4), in the network input's pixels;
         and, when targets are given: "gt_boxes" (B, G, 4) scaled to the network input, "gt_labels" (B, G),
         "matched": per level (B, H_l, W_l, A) (box index, -1 background, -2 ignored), "matched_iou" alike,
+        "matched_boxes": per level (B, H_l, W_l, A, 4) each anchor's best box (meaningful where matched >= 0),
+        "target_deltas": per level (B, H_l, W_l, A, 4) the box subnet's regression targets (0 where not foreground),
         and "losses" (the training losses of this pass).
         """
         if targets is not None:
@@ -230,8 +232,16 @@ class RetinaNet(nn.Module):
             all_anchors = torch.cat(anchors)
             matched, gt_boxes, gt_labels = self._match(all_anchors, boxes, targets)
             counts = [a.shape[0] for a in anchors]
+            fg = matched.index >= 0  # (B, A)
+            safe = matched.index.clamp(min=0)
+            matched_boxes = torch.gather(gt_boxes, 1, safe.unsqueeze(-1).expand(-1, -1, 4)) if gt_boxes.shape[1] \
+                else torch.zeros(b, all_anchors.shape[0], 4, device=batch.device)  # (B, A, 4)
+            target_deltas = torch.where(fg.unsqueeze(-1), encode_boxes(matched_boxes, all_anchors.expand_as(matched_boxes),
+                                                                     self.box_weights), torch.zeros(()))
             out.update(
                 gt_boxes=gt_boxes, gt_labels=gt_labels,
+                matched_boxes=[m.view(b, *s, 4) for m, s in zip(matched_boxes.split(counts, dim=1), shapes)],
+                target_deltas=[t.view(b, *s, 4) for t, s in zip(target_deltas.split(counts, dim=1), shapes)],
                 matched=[m.view(b, *s) for m, s in zip(matched.index.split(counts, dim=1), shapes)],
                 matched_iou=[m.view(b, *s) for m, s in zip(matched.iou.split(counts, dim=1), shapes)],
                 losses=retinanet_loss(

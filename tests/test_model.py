@@ -105,6 +105,15 @@ def test_inspect_shapes():
         assert logits.shape == (1, h, w, 9, 3) and deltas.shape == (1, h, w, 9, 4)
         assert anchors.shape == (h, w, 9, 4) and matched.shape == (1, h, w, 9)
     assert r["batch"].shape[-1] % 32 == 0 and r["batch"].shape[-2] % 32 == 0
+    # regression targets decode back onto the matched box from the anchor
+    from retinanet_lab import decode_boxes
+
+    level = 0
+    fg = r["matched"][level][0] >= 0
+    assert fg.any()
+    decoded = decode_boxes(r["target_deltas"][level][0][fg], r["anchors"][level][fg])
+    torch.testing.assert_close(decoded, r["matched_boxes"][level][0][fg], rtol=1e-5, atol=1e-3)
+    assert (r["target_deltas"][level][0][~fg] == 0).all()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,171 @@
+"""Training: the learning-rate rule, NaN stop, atomic checkpoints and an exact resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from retinanet_lab import RetinaNet
+from retinanet_lab.data import ShapesDataset
+from retinanet_lab.train import TrainingDiverged, fit, load_checkpoint, load_model, lr_factor, replace_classifier, scaled_lr
+
+
+def tiny(num_classes=5, **kw):
+    torch.manual_seed(0)
+    return RetinaNet(num_classes, backbone="resnet18", fpn_channels=16, head_channels=16, head_convs=1,
+                     min_size=64, max_size=64, **kw)
+
+
+def test_linear_scaling_rule_and_schedule():
+    assert scaled_lr(16) == pytest.approx(0.01) and scaled_lr(4) == pytest.approx(0.0025)
+    assert lr_factor(0, 900, 100) == pytest.approx(0.001) and lr_factor(100, 900, 100) == 1.0
+    assert lr_factor(50, 900, 100) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert lr_factor(600, 900, 100) == pytest.approx(0.1) and lr_factor(800, 900, 100) == pytest.approx(0.01)
+    assert lr_factor(900, 900, 0, "cosine") == pytest.approx(0.0) and lr_factor(450, 900, 0, "cosine") == pytest.approx(0.5)
+
+
+def test_fit_logs_checkpoints_and_evaluates(tmp_path, capsys):
+    model = tiny()
+    seen = []
+    history = fit(model, ShapesDataset(16, seed=0, image_size=64), ShapesDataset(4, seed=99, image_size=64), epochs=2,
+                  batch_size=4, out_dir=str(tmp_path), checkpoint_every=3, eval_every=1, progress=False, log_every=1,
+                  callbacks=[lambda event, info: seen.append(event)], num_workers=0)
+    assert "lr = 0.0025" in capsys.readouterr().out  # says which rate it used
+    assert len(history["steps"]) == 8 and len(history["evals"]) == 2 and "AP50" in history["evals"][0]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 10 and lines[0]["step"] == 1
+    assert seen.count("step") == 8 and seen.count("eval") == 2 and seen[-1] == "end"
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["state"]["step"] == 8 and not list(tmp_path.glob("*.tmp*"))
+    again = load_model(tmp_path / "checkpoint.pt")
+    for a, b in zip(again.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b.cpu())
+
+
+class _NaNAt(torch.utils.data.Dataset):
+    def __init__(self, base, bad):
+        self.base, self.bad = base, bad
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, target = self.base[i]
+        return (image * float("nan"), target) if i in self.bad else (image, target)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    data = _NaNAt(ShapesDataset(8, seed=0, image_size=64), bad=set(range(8)))
+    with pytest.raises(TrainingDiverged, match=r"step 0: the \w+ loss is nan.*no checkpoint.*linear scaling rule gives"):
+        fit(tiny(), data, epochs=1, batch_size=4, progress=False, num_workers=0, verbose=False)
+    # poison the data only in the second epoch: the first epoch's checkpoint survives
+    clean = ShapesDataset(8, seed=0, image_size=64)
+    model = tiny()
+    fit(model, clean, epochs=1, batch_size=4, out_dir=str(tmp_path), checkpoint_every=1, progress=False, num_workers=0,
+        verbose=False)
+    with pytest.raises(TrainingDiverged, match=r"step 2: .*last good checkpoint .*\(step 2\)"):
+        fit(model, _NaNAt(clean, set(range(8))), epochs=2, batch_size=4, out_dir=str(tmp_path), checkpoint_every=1,
+            resume=True, progress=False, num_workers=0, verbose=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["state"]["step"] == 2
+
+
+def test_replace_classifier_for_fine_tuning():
+    model = tiny(num_classes=5)
+    backbone_before = model.backbone.layer4[0].conv1.weight.clone()
+    replace_classifier(model, 2, ["cat", "dog"])
+    assert model.num_classes == 2 and model.class_names == ["cat", "dog"]
+    assert model.class_subnet.logits.out_channels == 9 * 2
+    assert torch.allclose(model.class_subnet.logits.bias, torch.tensor(-4.59512), atol=1e-4)
+    assert torch.equal(model.backbone.layer4[0].conv1.weight, backbone_before)
+    losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[5.0, 5, 40, 40]]), "labels": torch.tensor([2])}])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    from retinanet_lab import RetinaNet
+    from retinanet_lab.data import ShapesDataset, train_transforms
+    from retinanet_lab.train import fit
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = RetinaNet(5, backbone="resnet18", fpn_channels=16, head_channels=16, head_convs=1, min_size=64, max_size=64)
+    data = ShapesDataset(24, seed=1, image_size=64, transform=train_transforms(flip=True, photometric=True))
+    slow = [lambda event, info: time.sleep(0.3) if sys.argv[2] == "slow" and event == "step" and info["step"] >= 6 else None]
+    fit(model, data, epochs=3, batch_size=4, out_dir=sys.argv[1], checkpoint_every=2, resume=True, deterministic=True,
+        progress=False, num_workers=0, callbacks=slow, verbose=False)
+    print("finished")
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # an uninterrupted run
+    whole = subprocess.run([sys.executable, str(script), str(tmp_path / "whole"), "fast"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert whole.returncode == 0 and "finished" in whole.stdout, whole.stderr
+    # a run killed with SIGKILL mid-way ...
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), "slow"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if ckpt.exists() and load_checkpoint(ckpt)["state"]["step"] >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    killed_at = load_checkpoint(ckpt)["state"]["step"]
+    assert "finished" not in out and 6 <= killed_at < 18
+    # ... and resumed
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "killed"), "fast"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0 and "finished" in resumed.stdout, resumed.stderr
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = load_checkpoint(ckpt)
+    assert a["state"]["step"] == b["state"]["step"] == 18
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from retinanet_lab import RetinaNet
+    from retinanet_lab.data import ShapesDataset
+    from retinanet_lab.train import fit
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # the same initial weights in every process
+    model = RetinaNet(5, backbone="resnet18", fpn_channels=16, head_channels=16, head_convs=1, min_size=64, max_size=64)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, ShapesDataset(16, seed=0, image_size=64), epochs=2, batch_size=2, out_dir=sys.argv[1], checkpoint_every=2,
+        progress=False, num_workers=0, log_every=1)
+    changed = any(not torch.equal(initial[k], v) for k, v in model.state_dict().items())
+    torch.save({"state": model.state_dict(), "changed": changed}, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_train_and_agree(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "2 processes on cpu" in r.stdout and "lr = 0.0025" in r.stdout  # global batch 2 x 2 = 4 -> 0.01 x 4/16
+    a, b = torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
+    assert a["changed"] and b["changed"]
+    for key in a["state"]:
+        assert torch.equal(a["state"][key], b["state"][key]), key  # DDP kept the replicas identical
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8  # 16 images / (2 x 2) = 4 steps x 2 epochs, logged once (by rank 0 only)
+    assert load_checkpoint(out / "checkpoint.pt")["state"]["step"] == 8
