@@ -6,11 +6,11 @@ the repetitions and the ratio torchvision / ours (> 1: ours is faster) are print
 written to a file.
 
     python benchmarks/bench_vs_torchvision.py                       # all settings, CPU and CUDA if present
-    python benchmarks/bench_vs_torchvision.py --settings classroom --reps 5 --device cpu
+    python benchmarks/bench_vs_torchvision.py --settings small --reps 5 --device cpu
 
 Settings:
     paper:      ResNet-50-FPN, 256 channels, 4-conv heads, 80 classes, batch 8 at 512 px (torchvision v1)
-    classroom:  ResNet-18-FPN, 64 channels, 2-conv heads, 5 classes, batch 8 at 256 px
+    small:      ResNet-18-FPN, 64 channels, 2-conv heads, 5 classes, batch 8 at 256 px
 torchvision's heads get one output more (its never-trained background class); ours drops it.
 """
 
@@ -35,7 +35,7 @@ from retinanet_lab import RetinaNet
 
 SETTINGS = {
     "paper": dict(batch=8, size=512, classes=80, boxes=8),
-    "classroom": dict(batch=8, size=256, classes=5, boxes=6),
+    "small": dict(batch=8, size=256, classes=5, boxes=6),
 }
 
 
@@ -55,7 +55,7 @@ def build_pair(name: str, device: torch.device):
         body = BackboneWithFPN(net, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], 64,
                                extra_blocks=LastLevelP6P7(64, 64))
         head = RetinaNetHead(64, 9, s["classes"] + 1)
-        for sub in (head.classification_head, head.regression_head):  # 2 convs, as the classroom preset
+        for sub in (head.classification_head, head.regression_head):  # 2 convs
             sub.conv = sub.conv[:2]
         tv = TVRetinaNet(body, s["classes"] + 1, min_size=s["size"], max_size=s["size"], head=head)
     ours = RetinaNet.from_torchvision(tv)
@@ -128,7 +128,7 @@ def bench(name: str, device: torch.device, reps: int, warmup: int, amp: bool) ->
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["classroom", "paper"])
+    p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["small", "paper"])
     p.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)

@@ -29,8 +29,36 @@ class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
+def resnet_tiny(weights=None, norm_layer=nn.BatchNorm2d, widths=(32, 64, 128, 256)) -> nn.Module:
+    """A narrow ResNet for the classroom: torchvision's BasicBlock, one block per stage, widths 32-256
+    (about 1.2M parameters instead of ResNet-18's 11M). It has no pretrained weights."""
+    if weights is not None:
+        raise ValueError("resnet_tiny has no pretrained weights: use backbone_weights=None")
+    from torchvision.models.resnet import BasicBlock
+
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
+    net.bn1, net.relu, net.maxpool = norm_layer(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1)
+    inplanes = widths[0]
+    for i, planes in enumerate(widths):
+        stride = 1 if i == 0 else 2
+        down = None if stride == 1 and inplanes == planes else nn.Sequential(
+            nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), norm_layer(planes))
+        setattr(net, f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, planes, stride, down, norm_layer=norm_layer)))
+        inplanes = planes
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
+class _NoWeights:  # stands in for a torchvision weights enum
+    url = ""
+
+
 # name -> (constructor, ImageNet weights, channels of C3, C4, C5)
 RESNETS = {
+    "resnet_tiny": (resnet_tiny, _NoWeights, (64, 128, 256)),
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, (128, 256, 512)),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1, (128, 256, 512)),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1, (512, 1024, 2048)),
@@ -42,7 +70,7 @@ class ResNetBody(nn.Module):
     """A ResNet without its classifier, returning (C3, C4, C5).
 
     Args:
-        name: "resnet18", "resnet34", "resnet50" or "resnet101".
+        name: "resnet18", "resnet34", "resnet50", "resnet101", or "resnet_tiny" (the classroom's).
         weights: None (random) or "imagenet" (torchvision's ImageNet weights; downloads when online).
         trainable_layers: how many stages, counted from C5 down, get gradients (0-5; 5 trains all).
         frozen_bn: use FrozenBatchNorm2d (fixed statistics and affine) instead of BatchNorm2d.

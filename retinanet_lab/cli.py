@@ -19,7 +19,7 @@ import torch
 
 from . import anatomy
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("resnet_tiny", "resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def _synthetic_scene(height: int, width: int, seed: int = 0):

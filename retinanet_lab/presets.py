@@ -18,11 +18,11 @@ PRESETS = {
         "data": dict(image_size=512, difficulty=0.5),
         "train": dict(batch_size=16, optimizer="sgd", base_lr=0.01, schedule="step"),
     },
-    # Small enough to train from scratch on a 2-core CPU in minutes: ResNet-18, a 64-channel pyramid, two
+    # Small enough to train from scratch on a 2-core CPU in minutes: a narrow ResNet, a 64-channel pyramid, two
     # 64-channel convolutions per subnet, 160 px images, anchors halved to fit them (16 ... 256 px), trained
     # BatchNorm (no pretrained statistics to freeze), AdamW.
     "classroom": {
-        "model": dict(backbone="resnet18", frozen_bn=False, trainable_backbone_layers=5, fpn_channels=64, head_convs=2,
+        "model": dict(backbone="resnet_tiny", frozen_bn=False, trainable_backbone_layers=5, fpn_channels=64, head_convs=2,
                       head_channels=64, norm=None, min_size=160, max_size=160,
                       anchors=AnchorConfig(sizes=(16, 32, 64, 128, 256))),
         "data": dict(image_size=160, difficulty=0.3, min_size=12),

@@ -202,3 +202,20 @@ def test_freezing_backbone_stages():
     assert all(p.requires_grad for p in frozen.fpn.parameters())
     default = small()
     assert not default.backbone.conv1.weight.requires_grad and default.backbone.layer4[0].conv1.weight.requires_grad
+
+
+def test_tiny_backbone_and_presets():
+    from retinanet_lab.backbone import ResNetBody
+    from retinanet_lab.presets import PRESETS, preset
+
+    body = ResNetBody("resnet_tiny", frozen_bn=False, trainable_layers=5)
+    c3, c4, c5 = body(torch.zeros(1, 3, 160, 160))
+    assert [c.shape[1] for c in (c3, c4, c5)] == [64, 128, 256] and [c.shape[-1] for c in (c3, c4, c5)] == [20, 10, 5]
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        ResNetBody("resnet_tiny", weights="imagenet")
+    model = RetinaNet(5, **preset("classroom")["model"])
+    assert sum(p.numel() for p in model.parameters()) < 2_500_000  # a checkpoint under 10 MB
+    assert model.anchor_config.level_sizes(0) == [16, 20, 25]
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    assert set(PRESETS) == {"paper", "classroom"}
