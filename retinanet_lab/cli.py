@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
@@ -65,15 +64,12 @@ def cmd_demo(args) -> int:
     ours = RetinaNet.from_torchvision(tv).eval()
     image, target = _synthetic_scene(size, size, args.seed)
     with torch.no_grad():
-        t0 = time.perf_counter()
         ref = tv([image])[0]
-        t1 = time.perf_counter()
         det = ours([image])[0]
-        t2 = time.perf_counter()
     same = len(ref["scores"]) == len(det["scores"]) and torch.allclose(ref["scores"], det["scores"], atol=1e-5) \
         and torch.equal(ref["labels"], det["labels"])
     print(f"   detections: torchvision {len(ref['scores'])}, ours {len(det['scores'])}; same scores and labels: {same}")
-    print(f"   inference on one {size}x{size} image: torchvision {t1 - t0:.2f} s, ours {t2 - t1:.2f} s\n")
+    print("   (speed: see benchmarks/RESULTS.md; one cold call is not a measurement)\n")
 
     print(f"2. Anatomy for a {size}x{size} input")
     print(anatomy.format_table(anatomy.level_table(ours, size, size)))
