@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import misc
 
-__all__ = ["RESNETS", "ResNetBody", "FrozenBatchNorm2d", "freeze_batchnorm"]
+__all__ = ["RESNETS", "ResNetBody", "FrozenBatchNorm2d"]
 
 
 class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
@@ -109,22 +109,3 @@ class ResNetBody(nn.Module):
         c4 = self.layer3(c3)  # (B, C4, H/16, W/16)
         c5 = self.layer4(c4)  # (B, C5, H/32, W/32)
         return c3, c4, c5
-
-
-def freeze_batchnorm(module: nn.Module, eps: float | None = None) -> nn.Module:
-    """Replace every BatchNorm2d in `module` by a FrozenBatchNorm2d with the same statistics."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps if eps is None else eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen.to(child.weight.device))
-        else:
-            freeze_batchnorm(child, eps)
-        if isinstance(child, misc.FrozenBatchNorm2d) and eps is not None:
-            child.eps = eps
-    return module
-
-

@@ -138,20 +138,30 @@ class RetinaNet(nn.Module):
         if not isinstance(targets, (list, tuple)) or len(targets) != num_images:
             raise ValueError(f"targets must be a list of {num_images} dicts (one per image), got {type(targets).__name__}"
                              + (f" of length {len(targets)}" if isinstance(targets, (list, tuple)) else ""))
-        for i, t in enumerate(targets):
+        for i, t in enumerate(targets):  # types and shapes: Python only, no device sync
             if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
                 raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
-            check_boxes(t["boxes"], f"targets[{i}]['boxes']")
-            labels = t["labels"]
+            boxes, labels = t["boxes"], t["labels"]
+            if not torch.is_tensor(boxes) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
+                check_boxes(boxes, f"targets[{i}]['boxes']")  # raises, naming what is wrong
             if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dim() != 1:
                 raise TypeError(f"targets[{i}]['labels'] must be a 1-D integer tensor, got "
                                 f"{labels.dtype if torch.is_tensor(labels) else type(labels).__name__}")
-            if labels.shape[0] != t["boxes"].shape[0]:
-                raise ValueError(f"targets[{i}] has {t['boxes'].shape[0]} boxes but {labels.shape[0]} labels")
-            if labels.numel() and (labels.min() < 1 or labels.max() > self.num_classes):
-                bad = labels[(labels < 1) | (labels > self.num_classes)][0].item()
-                raise ValueError(f"targets[{i}]['labels'] has label {bad}: labels must be in 1..{self.num_classes} "
-                                 f"(num_classes={self.num_classes}; 0 is background and is never a label)")
+            if labels.shape[0] != boxes.shape[0]:
+                raise ValueError(f"targets[{i}] has {boxes.shape[0]} boxes but {labels.shape[0]} labels")
+        # values: one check over the whole batch (one sync per step); per image only to word an error
+        boxes = torch.cat([t["boxes"].detach().reshape(-1, 4) for t in targets])
+        labels = torch.cat([t["labels"].reshape(-1) for t in targets])
+        bad_boxes = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        bad_labels = (labels < 1) | (labels > self.num_classes)
+        if not bool(bad_boxes.any() | bad_labels.any()):
+            return
+        for i, t in enumerate(targets):
+            check_boxes(t["boxes"], f"targets[{i}]['boxes']")
+            wrong = (t["labels"] < 1) | (t["labels"] > self.num_classes)
+            if wrong.any():
+                raise ValueError(f"targets[{i}]['labels'] has label {t['labels'][wrong][0].item()}: labels must be in "
+                                 f"1..{self.num_classes} (num_classes={self.num_classes}; 0 is background and is never a label)")
 
     def _features(self, batch: Tensor) -> list[Tensor]:
         return self.fpn(*self.backbone(batch))  # [P3, ..., P7]
@@ -168,10 +178,17 @@ class RetinaNet(nn.Module):
         return preprocess(images, boxes, self.min_size, self.max_size, self.image_mean, self.image_std,
                           self.size_divisible, self.training)
 
-    def _match(self, anchors: Tensor, boxes: list[Tensor], targets) -> tuple:
-        gt_boxes, gt_labels, gt_valid = pad_targets([b.to(anchors.dtype) for b in boxes], [t["labels"].to(anchors.device) for t in targets])
-        matched = match_anchors(anchors, gt_boxes, gt_valid, self.fg_iou, self.bg_iou, self.allow_low_quality_matches)
-        return matched, gt_boxes, gt_labels
+    def _match_and_loss(self, cls_logits: list[Tensor], box_deltas: list[Tensor], anchors: list[Tensor], boxes, targets):
+        """Match the anchors of all levels to the (resized) boxes, then the batch's losses."""
+        all_anchors = torch.cat(anchors)  # (A, 4)
+        gt_boxes, gt_labels, gt_valid = pad_targets([b.to(all_anchors.dtype) for b in boxes],
+                                                    [t["labels"].to(all_anchors.device) for t in targets])
+        matched = match_anchors(all_anchors, gt_boxes, gt_valid, self.fg_iou, self.bg_iou, self.allow_low_quality_matches)
+        losses = retinanet_loss(
+            torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
+            self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
+        )
+        return all_anchors, matched, gt_boxes, gt_labels, losses
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         original_sizes = [tuple(img.shape[-2:]) for img in images] if isinstance(images, (list, tuple)) else None
@@ -180,12 +197,7 @@ class RetinaNet(nn.Module):
         cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
         anchors = self._anchors(batch, features)
         if self.training:
-            all_anchors = torch.cat(anchors)  # (A, 4)
-            matched, gt_boxes, gt_labels = self._match(all_anchors, boxes, targets)
-            return retinanet_loss(
-                torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
-                self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
-            )
+            return self._match_and_loss(cls_logits, box_deltas, anchors, boxes, targets)[-1]
         detections = postprocess_detections(cls_logits, box_deltas, anchors, sizes, self.score_thresh, self.topk_candidates,
                                             self.nms_thresh, self.detections_per_img, self.box_weights)
         for det, size, original in zip(detections, sizes, original_sizes):
@@ -229,8 +241,7 @@ class RetinaNet(nn.Module):
             "anchors": [a.view(*s, 4) for a, s in zip(anchors, shapes)],
         }
         if targets is not None:
-            all_anchors = torch.cat(anchors)
-            matched, gt_boxes, gt_labels = self._match(all_anchors, boxes, targets)
+            all_anchors, matched, gt_boxes, gt_labels, losses = self._match_and_loss(cls_logits, box_deltas, anchors, boxes, targets)
             counts = [a.shape[0] for a in anchors]
             fg = matched.index >= 0  # (B, A)
             safe = matched.index.clamp(min=0)
@@ -244,10 +255,7 @@ class RetinaNet(nn.Module):
                 target_deltas=[t.view(b, *s, 4) for t, s in zip(target_deltas.split(counts, dim=1), shapes)],
                 matched=[m.view(b, *s) for m, s in zip(matched.index.split(counts, dim=1), shapes)],
                 matched_iou=[m.view(b, *s) for m, s in zip(matched.iou.split(counts, dim=1), shapes)],
-                losses=retinanet_loss(
-                    torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
-                    self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
-                ),
+                losses=losses,
             )
         return out
 
