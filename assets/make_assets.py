@@ -2,7 +2,8 @@
 
     python assets/make_assets.py
 
-- assets/demo.png             `retinanet-lab demo --out assets/demo.png` (anchors assigned to boxes)
+- assets/demo.png             `retinanet-lab demo --out assets/demo.png` (the classroom model on fresh images)
+- assets/tour.png             `retinanet-lab tour --out assets/tour.png` (anchors assigned to boxes)
 - assets/shapes_grid.png      samples of the shapes world (ShapesDataset(seed=0), difficulty 0.5)
 - assets/shapes_hard_grid.png the same seeds at difficulty 1.0
 - assets/coco_export_grid.png the shapes world exported with export_coco and read back by CocoDataset
@@ -58,6 +59,7 @@ def write_voc(dataset, root: Path) -> None:
 
 def main() -> int:
     cli_main(["demo", "--out", str(HERE / "demo.png")])
+    cli_main(["tour", "--out", str(HERE / "tour.png")])
     save(show_sample_grid(ShapesDataset(8, seed=0), n=8, cols=4, title="ShapesDataset(seed=0), difficulty 0.5"), "shapes_grid.png")
     save(show_sample_grid(ShapesDataset(8, seed=0, difficulty=1.0), n=8, cols=4, title="difficulty 1.0"), "shapes_hard_grid.png")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,9 @@
 """The `retinanet-lab` command line.
 
-    retinanet-lab demo      the main job: build RetinaNet, show its anatomy, prove it equals
-                            torchvision's, show what the prior bias does, draw the anchor assignment
+    retinanet-lab demo      the main job: the shipped classroom model detects shapes in fresh images,
+                            scored with COCO mAP, drawn to demo.png (offline, CPU, seconds)
+    retinanet-lab tour      build a paper-size RetinaNet, prove it equals torchvision's, show its anatomy,
+                            what the prior bias does, and draw the anchor assignment
     retinanet-lab info      the anatomy tables of any configuration
     retinanet-lab train     train (shapes world, a COCO or VOC folder, Penn-Fudan) with a preset
     retinanet-lab eval      COCO mAP of a checkpoint on a dataset
@@ -48,6 +50,63 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import time
+
+    from .classroom import classroom_model_info, load_classroom_model
+    from .data import ShapesDataset
+    from .evaluate import coco_ground_truth, predict, score_detections
+    from .presets import preset
+
+    model = load_classroom_model()
+    info = classroom_model_info()
+    print(f"1. The classroom model (assets/{info['checkpoint']}): RetinaNet, {info['backbone']}, "
+          f"{info['parameters'] / 1e6:.1f}M parameters, {model.num_classes} classes ({', '.join(model.class_names)}),\n"
+          f"   trained from scratch on {info['train_images']} shapes images for {info['steps']} steps in "
+          f"{info['train_seconds']:.0f} s on a {info['machine']} (regenerate: {info['command']})")
+    data = ShapesDataset(args.num_images, seed=3_000_000 + args.seed, **preset("classroom")["data"])
+    print(f"2. Detecting objects in {len(data)} freshly drawn shapes images (seed {3_000_000 + args.seed}, never seen in training)")
+    t0 = time.perf_counter()
+    detections = predict(model, data, batch_size=16, progress=False)
+    seconds = time.perf_counter() - t0
+    r = score_detections(coco_ground_truth(data), detections)
+    print(f"   {len(data) / seconds:.0f} images/s on this CPU; COCO mAP: AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  "
+          f"AP75 {r['AP75']:.3f}  (APs {r['APs']:.3f}  APm {r['APm']:.3f}  APl {r['APl']:.3f})")
+    print("   per class: " + ", ".join(f"{n} {ap:.2f}" for n, ap in r["per_class_AP"].items()))
+    if args.out:
+        _draw_detections(data, detections, model.class_names, args.out)
+        print(f"3. Picture of the first 8 images written to {args.out} (thick: detections above 0.5; thin dashed: ground truth)")
+    print("\nNext: `jupyter lab notebooks/` for the lessons, `retinanet-lab tour` for the paper-size model against torchvision.")
+    return 0
+
+
+def _draw_detections(data, detections, class_names, path: str, n: int = 8, score_thresh: float = 0.5) -> None:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .viz import draw_boxes
+
+    fig, axes = plt.subplots(2, n // 2, figsize=(2.6 * n // 2, 5.4))
+    for i, ax in enumerate(axes.flat):
+        image, target = data[i]
+        det = detections[i]
+        keep = det["scores"] > score_thresh
+        draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], class_names, fontsize=6)
+        for box in target["boxes"].tolist():
+            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="white", lw=0.8, ls="--"))
+    fig.suptitle("the classroom model on fresh shapes images", fontsize=10)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def cmd_tour(args) -> int:
     from torchvision.models.detection import retinanet_resnet50_fpn
 
     from .matching import BACKGROUND, IGNORE
@@ -143,13 +202,14 @@ def _dataset(args, train: bool):
     return PennFudanDataset(args.root, download=True, transform=transform)
 
 
-def _add_data_args(p, num_images: int) -> None:
+def _add_data_args(p, num_images: int | None) -> None:
     p.add_argument("--data", choices=("shapes", "coco", "voc", "pennfudan"), default="shapes",
                    help="which data: the built-in shapes world (default), a COCO folder, a VOC folder, or Penn-Fudan")
     p.add_argument("--images", help="COCO: the folder of images")
     p.add_argument("--annotations", help="COCO: the annotation JSON file")
     p.add_argument("--root", help="VOC or Penn-Fudan: the dataset folder")
-    p.add_argument("--num-images", type=int, default=num_images, help=f"shapes: how many images (default {num_images})")
+    p.add_argument("--num-images", type=int, default=num_images,
+                   help=f"shapes: how many images (default {num_images or 'the preset’s: 2880 for classroom'})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -160,6 +220,9 @@ def cmd_train(args) -> int:
     from .train import fit, replace_classifier
 
     cfg = preset(args.preset)
+    for key in ("num_images", "epochs", "eval_every"):  # unset on the command line: the preset's
+        if getattr(args, key) is None:
+            setattr(args, key, cfg["run"][key])
     data = _dataset(args, train=True)
     if args.data == "shapes":  # validation: fresh images of seeds never used in training
         from .data import ShapesDataset
@@ -263,11 +326,18 @@ def cmd_anchors(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="build RetinaNet, show its anatomy, check it against torchvision, draw the anchor assignment")
-    d.add_argument("--size", type=int, default=512, help="input image size in pixels (default 512)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d = sub.add_parser("demo", help="the classroom model detects shapes in fresh images: COCO mAP and a picture (offline)",
+                       description="Load the shipped classroom model, detect objects in freshly drawn shapes images, print their "
+                                   "COCO mAP and write a picture of the detections. Works offline, with no GPU.")
+    d.add_argument("--num-images", type=int, default=100, help="how many fresh images to score (default 100)")
+    d.add_argument("--seed", type=int, default=0, help="which fresh images (default 0; training never used these seeds)")
     d.add_argument("--out", default="demo.png", help="where to write the picture (default demo.png; '' for none)")
     d.set_defaults(func=cmd_demo)
+    d = sub.add_parser("tour", help="build a paper-size RetinaNet, check it against torchvision, show its anatomy and anchors")
+    d.add_argument("--size", type=int, default=512, help="input image size in pixels (default 512)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--out", default="tour.png", help="where to write the anchor picture (default tour.png; '' for none)")
+    d.set_defaults(func=cmd_tour)
     i = sub.add_parser("info", help="tables of levels, anchors and parameters for a configuration")
     i.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     i.add_argument("--num-classes", type=int, default=80)
@@ -277,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a detector; prints the learning rate it uses, checkpoints to --out",
                        description="Train RetinaNet. With no options: the classroom preset on the shapes world.")
-    _add_data_args(t, num_images=2000)
+    _add_data_args(t, num_images=None)
     t.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="model and recipe (default classroom)")
-    t.add_argument("--epochs", type=int, default=4, help="passes over the training data (default 4)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the preset's, 8 for classroom)")
     t.add_argument("--batch", type=int, default=None, help="images per step (default: the preset's)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's, scaled to the batch)")
     t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
@@ -288,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--from-checkpoint", default=None, help="fine-tune from this checkpoint (new classes get a new output layer)")
     t.add_argument("--val-fraction", type=float, default=0.1, help="COCO/VOC/Penn-Fudan: share held out (default 0.1)")
     t.add_argument("--val-images", type=int, default=200, help="shapes: fresh validation images (default 200)")
-    t.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (default 1)")
+    t.add_argument("--eval-every", type=int, default=None, help="evaluate every N epochs (default: the preset's; classroom: at the end)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")

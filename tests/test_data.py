@@ -356,3 +356,14 @@ def test_sample_grid_draws():
         warnings.simplefilter("error")
         fig = show_sample_grid(ShapesDataset(6, seed=0), n=6, cols=3)
     assert len(fig.axes) == 6 and len(fig.axes[0].patches) == len(ShapesDataset(6, seed=0)[0][1]["boxes"])
+
+
+def test_shapes_cache_gives_the_same_items_and_stays_intact():
+    plain, cached = ShapesDataset(4, seed=8, image_size=96), ShapesDataset(4, seed=8, image_size=96, cache=True)
+    for i in range(4):
+        (a, ta), (b, tb) = plain[i], cached[i]
+        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+    assert len(cached.cache) == 4
+    _, t = cached[0]
+    t["boxes"] += 1000  # a caller that edits its target in place must not change the dataset
+    assert torch.equal(cached[0][1]["boxes"], plain[0][1]["boxes"])

@@ -81,14 +81,16 @@ def _cli(*args, timeout=300):
 
 def test_cli_help():
     out = _cli("--help")
-    assert out.returncode == 0 and "demo" in out.stdout and "info" in out.stdout
-    out = _cli("demo", "--help")
+    assert out.returncode == 0 and all(c in out.stdout for c in ("demo", "tour", "info", "train", "eval", "predict", "anchors"))
+    out = _cli("tour", "--help")
     assert out.returncode == 0 and "--size" in out.stdout
+    out = _cli("demo", "--help")
+    assert out.returncode == 0 and "offline" in out.stdout and "--num-images" in out.stdout
 
 
-def test_cli_demo(tmp_path):
-    png = tmp_path / "demo.png"
-    out = _cli("demo", "--size", "256", "--out", str(png))
+def test_cli_tour(tmp_path):
+    png = tmp_path / "tour.png"
+    out = _cli("tour", "--size", "256", "--out", str(png))
     assert out.returncode == 0, out.stderr
     assert "same scores and labels: True" in out.stdout
     assert re.search(r"pi = 0.01: classification loss +\d", out.stdout)
@@ -112,5 +114,6 @@ def test_readme_commands_match_ci():
 def test_ruff_clean():
     ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
     assert ruff, "ruff is part of the [dev] extra"
-    out = subprocess.run([ruff, "check", "retinanet_lab", "tests", "benchmarks", "assets"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([ruff, "check", "retinanet_lab", "tests", "benchmarks", "assets", "tools"], cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stdout + out.stderr
