@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["coco_ground_truth", "predict", "score_detections", "evaluate", "SUMMARY_KEYS"]
+__all__ = ["coco_ground_truth", "predict", "score_detections", "evaluate", "find_errors", "SUMMARY_KEYS"]
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -120,3 +120,48 @@ def evaluate(model, dataset, batch_size: int = 8, device=None, progress: bool = 
     detections = predict(model, dataset, batch_size, device, progress)
     names = getattr(dataset, "class_names", None) or getattr(model, "class_names", None)
     return score_detections(coco_ground_truth(dataset, names), detections, max_dets)
+
+
+SIZE_NAMES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))  # COCO's areas
+
+
+def _size_name(box) -> str:
+    area = float((box[2] - box[0]) * (box[3] - box[1]))
+    return next(name for name, lo, hi in SIZE_NAMES if lo <= area < hi)
+
+
+def find_errors(dataset, detections: list[dict], iou_thresh: float = 0.5, score_thresh: float = 0.5) -> dict:
+    """False positives and missed objects at one operating point, grouped by COCO object size.
+
+    Detections above `score_thresh` are matched greedily, best score first, to the unmatched ground-truth box
+    of the same class with the highest IoU >= `iou_thresh` (as COCOeval does at one IoU). Returns
+    {"false_positives": [...], "misses": [...], "true_positives": int, "by_size": {size: {"misses", "false_positives"}}}
+    where each error is {"image": index, "box", "label", "score" (false positives), "size", "iou" (best IoU with a
+    box of any class, which tells a localisation error from a confusion or a hallucination)}.
+    """
+    from .boxes import box_iou
+
+    fps, misses, tp = [], [], 0
+    for index, det in enumerate(detections):
+        target = _target(dataset, index)
+        gt, gl = target["boxes"].float(), target["labels"]
+        keep = det["scores"] >= score_thresh
+        boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+        iou = box_iou(boxes, gt) if len(gt) and len(boxes) else torch.zeros(len(boxes), len(gt))
+        same = (labels[:, None] == gl[None, :]) if len(gt) else torch.zeros(len(boxes), 0, dtype=torch.bool)
+        taken = torch.zeros(len(gt), dtype=torch.bool)
+        for i in torch.argsort(scores, descending=True).tolist():
+            cand = torch.where(same[i] & ~taken, iou[i], torch.full_like(iou[i], -1.0)) if len(gt) else iou[i]
+            if len(gt) and cand.max() >= iou_thresh:
+                taken[int(cand.argmax())] = True
+                tp += 1
+            else:
+                best = float(iou[i].max()) if len(gt) else 0.0
+                fps.append({"image": index, "box": boxes[i].tolist(), "label": int(labels[i]), "score": float(scores[i]),
+                            "size": _size_name(boxes[i]), "iou": best})
+        for j in torch.nonzero(~taken).flatten().tolist():
+            best = float(iou[:, j].max()) if len(boxes) else 0.0
+            misses.append({"image": index, "box": gt[j].tolist(), "label": int(gl[j]), "size": _size_name(gt[j]), "iou": best})
+    by_size = {name: {"misses": sum(m["size"] == name for m in misses), "false_positives": sum(f["size"] == name for f in fps)}
+               for name, _, _ in SIZE_NAMES}
+    return {"false_positives": fps, "misses": misses, "true_positives": tp, "by_size": by_size}

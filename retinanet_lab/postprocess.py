@@ -20,7 +20,7 @@ from torchvision.ops import nms
 
 from .boxes import clip_boxes, decode_boxes
 
-__all__ = ["postprocess_detections", "select_candidates", "best_per_image", "batched_nms"]
+__all__ = ["postprocess_detections", "select_candidates", "best_per_image", "batched_nms", "inference_steps"]
 
 
 def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: Tensor, topk: int, score_thresh: float,
@@ -89,3 +89,39 @@ def postprocess_detections(
         {"boxes": b, "scores": s, "labels": lab}
         for b, s, lab in zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))
     ]
+
+
+def inference_steps(cls_logits: list[Tensor], box_deltas: list[Tensor], anchors: list[Tensor], image_size: tuple[int, int],
+                    score_thresh: float = 0.05, topk_candidates: int = 1000, nms_thresh: float = 0.5,
+                    detections_per_img: int = 100, box_weights=(1.0, 1.0, 1.0, 1.0)) -> dict:
+    """`postprocess_detections` for one image, stage by stage, for teaching (the batched function is the fast path;
+    a test checks that both give the same detections).
+
+    cls_logits per level (A_l, K), box_deltas per level (A_l, 4), anchors per level (A_l, 4) ->
+        "levels": per level {"outputs": A_l * K, "above_thresh": how many scores exceed score_thresh, "kept_topk"},
+        "candidates": the top-k of every level, merged: "scores", "labels", "level", "anchors" (their anchors) and
+            "boxes" (decoded and clipped),
+        "kept": indices into the candidates that survive NMS (best first, at most detections_per_img),
+        "suppressed": the other candidates' indices,
+        "detections": {"boxes", "scores", "labels"}, as postprocess_detections returns them.
+    """
+    h, w = image_size
+    num_classes = cls_logits[0].shape[-1]
+    levels, parts = [], []
+    for i, (lg, dl, an) in enumerate(zip(cls_logits, box_deltas, anchors)):
+        scores = torch.sigmoid(lg.flatten())  # (A_l * K,)
+        above = torch.nonzero(scores > score_thresh).squeeze(1)
+        order = torch.argsort(scores[above], descending=True, stable=True)[:topk_candidates]
+        idx = above[order]
+        anchor_idx = torch.div(idx, num_classes, rounding_mode="floor")
+        boxes = clip_boxes(decode_boxes(dl[anchor_idx], an[anchor_idx], box_weights), h, w)
+        levels.append({"outputs": scores.numel(), "above_thresh": above.numel(), "kept_topk": idx.numel()})
+        parts.append((scores[idx], idx % num_classes + 1, torch.full_like(idx, i), an[anchor_idx], boxes))
+    scores, labels, level, cand_anchors, boxes = (torch.cat(p) for p in zip(*parts))
+    kept = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    suppressed = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+    suppressed[kept] = False
+    return {"levels": levels,
+            "candidates": {"scores": scores, "labels": labels, "level": level, "anchors": cand_anchors, "boxes": boxes},
+            "kept": kept, "suppressed": torch.nonzero(suppressed).squeeze(1),
+            "detections": {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}}

@@ -15,7 +15,8 @@
   CUDA, gloo on CPU): each process takes its share of every global batch of N x batch_size images, the
   learning rate follows the global batch, and only rank 0 shows progress, logs, evaluates and saves.
 - Watchable: a tqdm bar (a widget in Jupyter, text in a terminal) with loss terms and images/s, callbacks
-  `fn(event, info)` on "step", "eval" and "end", and a JSON-lines metrics log in out_dir.
+  `fn(event, info)` on "step", "eval" and "end", and a JSON-lines metrics log in out_dir. A callback
+  that raises `StopTraining` (a Stop button) ends the run cleanly: checkpoint written, `history["stopped"]`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from torch.utils.data import DataLoader
 from .data.loader import collate_fn, default_num_workers
 from .heads import prior_bias
 
-__all__ = ["fit", "TrainingDiverged", "scaled_lr", "lr_factor", "replace_classifier", "save_checkpoint",
+__all__ = ["fit", "TrainingDiverged", "StopTraining", "scaled_lr", "lr_factor", "replace_classifier", "save_checkpoint",
            "load_checkpoint", "load_model"]
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message says when, which term, and what to try."""
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end `fit` early and cleanly (the last step is kept and checkpointed)."""
 
 
 def scaled_lr(batch_size: int, base_lr: float = 0.01, base_batch: int = 16) -> float:
@@ -224,6 +229,7 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
 
     workers = 0 if deterministic else (default_num_workers() if num_workers is None else num_workers)
     bar = tqdm(total=total, initial=state["step"], desc="fit", disable=not progress, dynamic_ncols=True)
+    history["stopped"] = False
     try:
         while state["epoch"] < epochs:
             batches = _epoch_batches(len(train_data), batch_size, seed, state["epoch"], True, rank, world)[state["batch"]:]
@@ -284,13 +290,17 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
                 history["evals"].append(summary)
                 log(summary)
                 emit("eval", summary)
+    except StopTraining:
+        history["stopped"] = True
+        if verbose:
+            print(f"stopped by a callback at step {state['step']} of {total}")
     finally:
         bar.close()
     if started:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     checkpoint()
-    emit("end", {"step": state["step"], "history": history})
+    emit("end", {"step": state["step"], "history": history, "stopped": history["stopped"]})
     return history
 
 

@@ -89,3 +89,24 @@ def test_evaluate_runs_a_model_end_to_end():
                       prior_prob=0.2)  # untrained but above the score threshold: some detections to score
     r = evaluate(model, ds, batch_size=2, progress=False)
     assert r["num_detections"] > 0 and 0 <= r["AP"] < 0.2 and set(r["per_class_AP"]) == set(ds.class_names)
+
+
+def test_find_errors_hand_case():
+    from retinanet_lab.evaluate import find_errors
+
+    class Two:
+        def __getitem__(self, i):
+            boxes = [torch.tensor([[0.0, 0, 20, 20], [50, 50, 150, 150]]), torch.zeros(0, 4)][i]
+            return torch.zeros(3, 200, 200), {"boxes": boxes, "labels": torch.tensor([1, 2][: len(boxes)])}
+
+        def __len__(self):
+            return 2
+
+    dets = [_det([[0, 0, 20, 20], [0, 0, 21, 20], [52, 50, 150, 150]], [0.9, 0.8, 0.7], [1, 1, 1]),  # hit, duplicate, wrong class
+            _det([[10, 10, 110, 110], [0, 0, 5, 5]], [0.95, 0.2], [2, 2])]  # hallucination; one below the score threshold
+    e = find_errors(Two(), dets, score_thresh=0.5)
+    assert e["true_positives"] == 1
+    assert [(f["image"], f["size"]) for f in e["false_positives"]] == [(0, "small"), (0, "large"), (1, "large")]
+    assert e["false_positives"][1]["iou"] > 0.9  # the right place, the wrong class
+    assert [(m["image"], m["label"], m["size"]) for m in e["misses"]] == [(0, 2, "large")]
+    assert e["by_size"]["large"] == {"misses": 1, "false_positives": 2}

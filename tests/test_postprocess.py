@@ -68,3 +68,24 @@ def test_nms_is_per_class():
     logits = [torch.tensor([[[5.0, -9.0], [4.0, -9.0]]])]  # both class 1
     out = postprocess_detections(logits, deltas, anchors, [(64, 64)])[0]
     assert out["labels"].tolist() == [1] and out["scores"].item() == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
+
+
+def test_inference_steps_equal_the_batched_postprocessing():
+    from retinanet_lab.postprocess import inference_steps, postprocess_detections
+
+    g = torch.Generator().manual_seed(3)
+    sizes = [400, 100, 25]
+    logits = [torch.randn(1, n, 4, generator=g) * 2 - 2 for n in sizes]
+    deltas = [torch.randn(1, n, 4, generator=g) * 0.1 for n in sizes]
+    anchors = []
+    for n in sizes:
+        xy = torch.rand(n, 2, generator=g) * 100
+        anchors.append(torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 40], 1))
+    ref = postprocess_detections(logits, deltas, anchors, [(128, 128)], 0.1, 50, 0.5, 30)[0]
+    s = inference_steps([lg[0] for lg in logits], [d[0] for d in deltas], anchors, (128, 128), 0.1, 50, 0.5, 30)
+    d = s["detections"]
+    assert torch.allclose(d["boxes"], ref["boxes"]) and torch.equal(d["labels"], ref["labels"])
+    assert torch.allclose(d["scores"], ref["scores"])
+    assert [lv["kept_topk"] for lv in s["levels"]] == [min(50, lv["above_thresh"]) for lv in s["levels"]]
+    assert len(s["kept"]) + len(s["suppressed"]) == len(s["candidates"]["scores"])
+    assert s["levels"][0]["above_thresh"] == int((torch.sigmoid(logits[0]) > 0.1).sum())

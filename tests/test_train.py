@@ -169,3 +169,16 @@ def test_torchrun_two_processes_on_cpu_train_and_agree(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 8  # 16 images / (2 x 2) = 4 steps x 2 epochs, logged once (by rank 0 only)
     assert load_checkpoint(out / "checkpoint.pt")["state"]["step"] == 8
+
+
+def test_a_callback_can_stop_the_run_cleanly(tmp_path):
+    from retinanet_lab.train import StopTraining
+
+    def stop_at_3(event, info):
+        if event == "step" and info["step"] == 3:
+            raise StopTraining()
+
+    history = fit(tiny(), ShapesDataset(16, seed=0, image_size=64), epochs=4, batch_size=2, out_dir=str(tmp_path),
+                  progress=False, log_every=1, callbacks=[stop_at_3], num_workers=0)
+    assert history["stopped"] and len(history["steps"]) == 3
+    assert load_checkpoint(str(tmp_path / "checkpoint.pt"))["state"]["step"] == 3  # nothing lost

@@ -1,0 +1,127 @@
+"""The focal loss explorer: the paper's Figure 1 for any γ and α, the modulating factor, the gradient.
+
+    FocalLossExplorer()        # in a notebook cell: sliders, curves, and the numbers at a chosen p_t
+
+Derived state a test (or a curious student) can read: `values` (CE, FL and the down-weighting factor
+CE / FL at the chosen p_t), `curves` (the plotted arrays, by γ).
+"""
+
+from __future__ import annotations
+
+import math
+
+import ipywidgets as W
+import numpy as np
+import torch
+
+from ..focal_loss import cross_entropy, focal_loss, focal_loss_grad, modulating_factor
+from ._view import WidgetView
+
+__all__ = ["FocalLossExplorer", "focal_values", "focal_curves", "PAPER_GAMMAS"]
+
+PAPER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # the curves of the paper's Figure 1
+
+
+def _logits(pt: np.ndarray, positive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits x and targets y for which p_t takes the given values (y = 1: p = p_t; y = 0: p = 1 - p_t)."""
+    pt = torch.as_tensor(np.clip(pt, 1e-12, 1 - 1e-12), dtype=torch.float64)
+    x = torch.log(pt) - torch.log1p(-pt)  # logit(p_t)
+    y = torch.ones_like(x)
+    if not positive:
+        x, y = -x, torch.zeros_like(x)
+    return x, y
+
+
+def focal_values(pt: float, gamma: float, alpha: float | None = None, positive: bool = True) -> dict:
+    """CE, (α-balanced) FL, the modulating factor and how many times FL is below CE, at one p_t."""
+    if not 0 < pt < 1:
+        raise ValueError(f"p_t must be in (0, 1), got {pt}")
+    x, y = _logits(np.array([pt]), positive)
+    ce = float(cross_entropy(x, y))
+    fl = float(focal_loss(x, y, alpha, gamma))
+    return {"p_t": pt, "CE": ce, "FL": fl, "modulating_factor": float(modulating_factor(x, y, gamma)),
+            "down_weighting": ce / fl if fl > 0 else math.inf}
+
+
+def focal_curves(gammas, alpha: float | None = None, positive: bool = True, quantity: str = "loss",
+                 pt: np.ndarray | None = None) -> dict:
+    """p_t grid and, per γ, the loss, the modulating factor (1 - p_t)^γ, or the gradient |dFL/dx|."""
+    pt = np.linspace(0.001, 0.999, 300) if pt is None else np.asarray(pt)
+    x, y = _logits(pt, positive)
+    out = {"p_t": pt, "curves": {}}
+    for g in gammas:
+        if quantity == "loss":
+            v = focal_loss(x, y, alpha, g)
+        elif quantity == "modulating factor":
+            v = modulating_factor(x, y, g)
+        elif quantity == "gradient":
+            v = focal_loss_grad(x, y, alpha, g).abs()
+        else:
+            raise ValueError(f"quantity must be 'loss', 'modulating factor' or 'gradient', got {quantity!r}")
+        out["curves"][float(g)] = v.numpy()
+    return out
+
+
+class FocalLossExplorer(WidgetView):
+    """FL(p_t) = -α_t (1 - p_t)^γ log(p_t) against cross entropy (γ = 0), as in the paper's Figure 1."""
+
+    figsize = (9.0, 3.4)
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.25, pt: float = 0.9):
+        super().__init__()
+        s = {"style": {"description_width": "90px"}, "layout": W.Layout(width="340px")}
+        self.gamma = W.FloatSlider(gamma, min=0, max=5, step=0.1, description="γ", **s)
+        self.alpha = W.FloatSlider(alpha, min=0.05, max=0.95, step=0.05, description="α", **s)
+        self.use_alpha = W.Checkbox(False, description="α-balanced", indent=False, layout=W.Layout(width="110px"))
+        self.positive = W.ToggleButtons(options=[("foreground (y = 1)", True), ("background (y = 0)", False)], value=True,
+                                        style={"button_width": "140px"})
+        self.compare = W.Checkbox(True, description="the paper's γ = 0, 0.5, 1, 2, 5", indent=False)
+        self.quantity = W.ToggleButtons(options=["loss", "modulating factor", "gradient"], value="loss",
+                                        style={"button_width": "130px"})
+        self.log_scale = W.Checkbox(False, description="log y axis", indent=False, layout=W.Layout(width="110px"))
+        self.pt = W.FloatSlider(pt, min=0.01, max=0.99, step=0.01, description="cursor at p_t", **s)
+        self.readout = W.HTML()
+        self.observe(self.gamma, self.alpha, self.use_alpha, self.positive, self.compare, self.quantity, self.log_scale, self.pt)
+        self.ui = self._box(
+            W.HBox([self.gamma, self.alpha, self.use_alpha]), W.HBox([self.pt, self.log_scale, self.compare]),
+            W.HBox([self.quantity, self.positive]), self.readout)
+        self.refresh()
+
+    @property
+    def alpha_value(self) -> float | None:
+        return self.alpha.value if self.use_alpha.value else None
+
+    def update(self) -> None:
+        gammas = sorted({*(PAPER_GAMMAS if self.compare.value else (0.0,)), round(self.gamma.value, 3)})
+        self.curves = focal_curves(gammas, self.alpha_value, self.positive.value, self.quantity.value)
+        self.values = focal_values(self.pt.value, self.gamma.value, self.alpha_value, self.positive.value)
+        v = self.values
+        self.readout.value = (f"at p_t = {v['p_t']:.2f}: CE = {v['CE']:.4f}, FL = {v['FL']:.5f}, (1 - p_t)^γ = "
+                              f"{v['modulating_factor']:.4f}: the focal loss weights this example "
+                              f"<b>{v['down_weighting']:,.1f}×</b> less than cross entropy")
+
+    def draw(self, fig) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        pt, current = self.curves["p_t"], round(self.gamma.value, 3)
+        for g, v in self.curves["curves"].items():
+            bold = g == current
+            ax.plot(pt, v, lw=2.5 if bold else 1.2, alpha=1 if bold else 0.7, label=f"γ = {g:g}" + (" (CE)" if g == 0 else ""),
+                    color="C3" if bold else None, zorder=3 if bold else 2)
+        ax.axvline(self.pt.value, color="grey", ls=":", lw=1)
+        ax.axvspan(0.6, 1.0, color="green", alpha=0.06)
+        ax.text(0.8, 0.97, "well-classified\nexamples", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
+        ax.set_xlabel("probability of ground truth class, p_t")
+        q = self.quantity.value
+        ax.set_ylabel({"loss": "loss", "modulating factor": "(1 - p_t)^γ", "gradient": "|dFL/dx|"}[q])
+        if self.log_scale.value:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, {"loss": 5, "modulating factor": 1.05, "gradient": 1.05}[q] * (self.alpha_value or 1)
+                        if q != "modulating factor" else 1.05)
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=8, loc="upper right" if q == "loss" else "best")
+        title = {"loss": "FL(p_t) = -α_t (1 - p_t)^γ log(p_t)", "modulating factor": "the modulating factor (1 - p_t)^γ",
+                 "gradient": "gradient of the loss with respect to the logit x"}[q]
+        ax.set_title(title + (f", α = {self.alpha.value:g}" if self.alpha_value is not None and q != "modulating factor" else ""),
+                     fontsize=10)
+        fig.tight_layout()
