@@ -7,7 +7,7 @@ import torch
 
 from .model import RetinaNet
 
-__all__ = ["level_table", "parameter_table", "initial_loss", "format_table"]
+__all__ = ["level_table", "parameter_table", "initial_loss", "initial_losses", "format_table"]
 
 
 def level_table(model: RetinaNet, height: int = 512, width: int = 512) -> list[dict]:
@@ -47,6 +47,27 @@ def initial_loss(model: RetinaNet, images, targets, prior_prob: float) -> dict[s
         losses = model.inspect(images, targets)["losses"]
         bias.copy_(saved)
     return {k: float(v) for k, v in losses.items()}
+
+
+def initial_losses(model: RetinaNet, images, targets, priors) -> dict[float, float]:
+    """`initial_loss`'s classification term for many π from one forward pass: the bias is added after the last
+    convolution, so setting it to b(π) shifts every logit by b(π) - (its current bias), and only the focal loss
+    has to be recomputed. Assumes the batch normalisation of the paper (the model's default)."""
+    from .focal_loss import focal_loss
+    from .hard_examples import anchor_samples
+    from .heads import prior_bias
+
+    s = anchor_samples(model, images, targets)
+    a, k = model.anchor_config.num_anchors, model.num_classes
+    b = s["logits"].shape[0]
+    base = s["logits"].view(b, -1, a, k) - model.class_subnet.logits.bias.detach().float().view(a, k)  # (B, L, A, K)
+    num_fg = s["foreground"].sum().clamp(min=1)
+    out = {}
+    for p in priors:
+        x = (base + prior_bias(p)).view_as(s["logits"])
+        loss = focal_loss(x, s["onehot"], model.focal_alpha, model.focal_gamma) * s["valid"][..., None]
+        out[p] = float(loss.sum() / num_fg)
+    return out
 
 
 def format_table(rows: list[dict]) -> str:

@@ -2,22 +2,26 @@
 the focal loss (paper section 3, Figure 4, and Table 1 (d)).
 
     s = anchor_samples(model, images, targets)        # the binary examples of a batch, from real outputs
-    fraction, cumulative = loss_cdf(s["neg_logits"], 0, gamma=2.0)   # the paper's Figure 4 (right)
+    fraction, cumulative = loss_cdf(example_losses(s, "negatives", gamma=2.0))   # the paper's Figure 4 (right)
     easy_negative_share(s, gamma=2.0)                 # share of the loss from negatives with p_t > 0.5
     maps = anchor_loss_shares(s, method="ohem")       # each anchor's share of the loss, for an image view
 
 Every (anchor, class) pair is one binary example: the true class of a foreground anchor is a positive,
 every other class of a foreground anchor and every class of a background anchor is a negative, and
 ignored anchors (IoU in [0.4, 0.5)) are not examples at all.
+
+`anchor_samples` computes each example's cross entropy CE = -log(p_t) and log(1 - p_t) once; the focal loss
+for any γ is then one multiplication away, FL = α_t exp(γ log(1 - p_t)) CE (eq. 5), which is what lets the
+explorer redraw Figure 4 for a new γ at once.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .focal_loss import focal_loss
+from .focal_loss import _log_p_t, cross_entropy
 
-__all__ = ["anchor_samples", "sample_losses", "loss_cdf", "easy_negative_share", "anchor_losses", "anchor_loss_shares",
+__all__ = ["anchor_samples", "example_losses", "loss_cdf", "easy_negative_share", "anchor_losses", "anchor_loss_shares",
            "METHODS"]
 
 METHODS = ("CE", "α-balanced CE", "OHEM 1:3", "FL")
@@ -28,8 +32,9 @@ def anchor_samples(model, images, targets) -> dict:
     """The logits of every anchor of `images` (one forward pass of `model`) with their targets.
 
     Returns "logits" (B, A, K), "onehot" (B, A, K) 0/1 targets, "valid" (B, A) not ignored, "foreground" (B, A),
-    "pos_logits" (N_pos,) and "neg_logits" (N_neg,) (the logits of the positive and negative examples, with
-    target 1 and 0), plus the per-level "anchors", "feature_sizes", "image_sizes", "batch" of `model.inspect`.
+    "ce" and "log_1m_pt" (B, A, K) for every output, "pos_logits" (N_pos,) and "neg_logits" (N_neg,) (the logits of
+    the positive and negative examples, with target 1 and 0), plus the per-level "anchors", "feature_sizes",
+    "image_sizes", "batch" and "matched" of `model.inspect`.
     """
     r = model.inspect(images, targets)
     b = len(images)
@@ -40,21 +45,32 @@ def anchor_samples(model, images, targets) -> dict:
     onehot = torch.zeros_like(logits)
     onehot[fg] = torch.nn.functional.one_hot(labels[fg] - 1, logits.shape[-1]).float()
     examples = valid[..., None].expand_as(logits)
-    return {"logits": logits, "onehot": onehot, "valid": valid, "foreground": fg,
-            "pos_logits": logits[examples & (onehot == 1)], "neg_logits": logits[examples & (onehot == 0)],
+    pos, neg = examples & (onehot == 1), examples & (onehot == 0)
+    ce, log_1m_pt = cross_entropy(logits, onehot), _log_p_t(logits, onehot)[1]
+    return {"logits": logits, "onehot": onehot, "valid": valid, "foreground": fg, "ce": ce, "log_1m_pt": log_1m_pt,
+            "pos_logits": logits[pos], "neg_logits": logits[neg], "pos": (ce[pos], log_1m_pt[pos]), "neg": (ce[neg], log_1m_pt[neg]),
             "anchors": r["anchors"], "feature_sizes": r["feature_sizes"], "image_sizes": r["image_sizes"], "batch": r["batch"],
             "matched": r["matched"]}
 
 
-def sample_losses(logits: torch.Tensor, target: float, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
-    """The (focal) loss of examples that all have the same target (1: positives, 0: negatives)."""
-    return focal_loss(logits, torch.full_like(logits, float(target)), alpha, gamma)
+def _focal(ce: torch.Tensor, log_1m_pt: torch.Tensor, gamma: float, alpha_t=1.0) -> torch.Tensor:
+    """FL = α_t (1 - p_t)^γ CE from the stored CE and log(1 - p_t) (eq. 5); γ = 0 is CE itself."""
+    return ce * alpha_t if gamma == 0 else alpha_t * torch.exp(gamma * log_1m_pt) * ce
 
 
-def loss_cdf(logits: torch.Tensor, target: float, gamma: float = 2.0, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def example_losses(samples: dict, kind: str, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+    """The (focal) loss of every positive (kind="positives") or negative ("negatives") example."""
+    if kind not in ("positives", "negatives"):
+        raise ValueError(f"kind must be 'positives' or 'negatives', got {kind!r}")
+    ce, log_1m_pt = samples["pos" if kind == "positives" else "neg"]
+    alpha_t = 1.0 if alpha is None else (alpha if kind == "positives" else 1 - alpha)
+    return _focal(ce, log_1m_pt, gamma, alpha_t)
+
+
+def loss_cdf(losses: torch.Tensor, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's Figure 4: sort the examples by loss (smallest first), normalise the loss to sum to one,
     and return (fraction of examples, cumulative share of the loss) at `points` places."""
-    loss = sample_losses(logits, target, gamma).double().sort().values
+    loss = losses.double().sort().values
     if loss.numel() == 0 or loss.sum() == 0:
         raise ValueError("no examples (or all have zero loss): nothing to plot")
     cum = torch.cat([loss.new_zeros(1), loss.cumsum(0) / loss.sum()])
@@ -65,9 +81,9 @@ def loss_cdf(logits: torch.Tensor, target: float, gamma: float = 2.0, points: in
 
 def easy_negative_share(samples: dict, gamma: float = 2.0, alpha: float | None = None) -> dict:
     """Shares of the total loss from positives, hard negatives and easy negatives (p_t > 0.5, i.e. p < 0.5)."""
-    pos = sample_losses(samples["pos_logits"], 1, gamma, alpha).sum()
+    pos = example_losses(samples, "positives", gamma, alpha).sum()
     neg_logits = samples["neg_logits"]
-    neg = sample_losses(neg_logits, 0, gamma, alpha)
+    neg = example_losses(samples, "negatives", gamma, alpha)
     easy = neg[neg_logits < 0].sum()
     total = pos + neg.sum()
     return {"positives": float(pos / total), "hard_negatives": float((neg.sum() - easy) / total),
@@ -81,15 +97,14 @@ def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: 
     OHEM (as the paper's Table 1 (d) compares, without its NMS step): all positive anchors, and the
     `ohem_ratio` x N_pos background anchors of largest cross entropy in each image, count; the rest do not.
     """
-    x, y, valid = samples["logits"], samples["onehot"], samples["valid"]
-    if method == "CE":
-        per = focal_loss(x, y, None, 0.0)
+    y, valid, ce, log_1m_pt = samples["onehot"], samples["valid"], samples["ce"], samples["log_1m_pt"]
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    if method in ("CE", "OHEM 1:3"):
+        per = ce
     elif method == "α-balanced CE":
-        per = focal_loss(x, y, alpha, 0.0)
+        per = _focal(ce, log_1m_pt, 0.0, alpha_t)
     elif method == "FL":
-        per = focal_loss(x, y, alpha, gamma)
-    elif method == "OHEM 1:3":
-        per = focal_loss(x, y, None, 0.0)
+        per = _focal(ce, log_1m_pt, gamma, alpha_t)
     else:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     loss = per.sum(-1) * valid  # (B, A)

@@ -105,7 +105,7 @@ def test_hard_examples_shares_and_cdf(classroom):
     s = w.shares
     assert s["CE"]["easy_negatives"] > s["FL"]["easy_negatives"]  # the focal loss turns the easy negatives down
     assert sum(v for k, v in s["FL"].items() if not k.startswith("num")) == pytest.approx(1.0)
-    x, y = w.cdf["negatives"]
+    _, y = w.cdf["negatives"]
     assert y[0] == 0 and y[-1] == pytest.approx(1.0) and bool((y[1:] >= y[:-1]).all())
     assert float(w.loss_map.sum()) == pytest.approx(1.0, rel=0.03)
     for method in ("CE", "α-balanced CE", "OHEM 1:3"):
@@ -166,11 +166,16 @@ def test_logits_to_detections_stages(classroom, images):
 
 
 def test_architecture_view_prior(classroom):
+    from retinanet_lab.anatomy import initial_loss
+
     w = ArchitectureView()
     assert w.initial_losses[0.5] > 10 * w.initial_losses[0.01]
+    for p in (0.01, 0.5):  # the one-pass shortcut equals a forward pass with the bias really set to b(π)
+        assert w.initial_losses[p] == pytest.approx(initial_loss(w.model, w.images, w.targets, p)["classification"], rel=1e-4)
     assert w.parameters[-1]["parameters"] == sum(p.numel() for p in w.model.parameters())
-    w.prior.value = 0.5
-    assert w.current_loss == pytest.approx(w.initial_losses[0.5], rel=1e-4) and no_errors(w)
+    w.prior.value = 0.2
+    assert w.current_loss == pytest.approx(initial_loss(w.model, w.images, w.targets, 0.2)["classification"], rel=1e-4)
+    assert no_errors(w)
 
 
 def _small_monitor(**kw):
@@ -201,3 +206,17 @@ def test_training_monitor_stop_button():
     m.stop_button.click()
     m.join(timeout=120)
     assert m.result["stopped"] and 2 <= len(m.records) < 80 and "stopped" in m.status.value
+
+
+def test_example_losses_equal_the_focal_loss(classroom):
+    from retinanet_lab import focal_loss
+    from retinanet_lab.hard_examples import anchor_samples, example_losses
+
+    data = ShapesDataset(2, seed=77, **preset("classroom")["data"])
+    images, targets = zip(*(data[i] for i in range(2)))
+    s = anchor_samples(classroom, list(images), list(targets))
+    for gamma, alpha in ((0.0, None), (2.0, 0.25), (0.5, 0.75)):
+        neg = example_losses(s, "negatives", gamma, alpha)
+        assert torch.allclose(neg, focal_loss(s["neg_logits"], torch.zeros_like(s["neg_logits"]), alpha, gamma), rtol=1e-5)
+        pos = example_losses(s, "positives", gamma, alpha)
+        assert torch.allclose(pos, focal_loss(s["pos_logits"], torch.ones_like(s["pos_logits"]), alpha, gamma), rtol=1e-5)

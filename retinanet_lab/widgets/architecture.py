@@ -61,8 +61,9 @@ class ArchitectureView(WidgetView):
         self.images, self.targets = list(images), list(targets)
         self.levels = anatomy.level_table(self.model, self.size, self.size)
         self.parameters = anatomy.parameter_table(self.model)
-        self.initial_losses = {p: anatomy.initial_loss(self.model, self.images, self.targets, p)["classification"] for p in PRIORS}
+        self.initial_losses = anatomy.initial_losses(self.model, self.images, self.targets, PRIORS)
         self.prior_runs = load_prior_runs()
+        self._seen = dict(self.initial_losses)
         self.prior = W.FloatLogSlider(0.01, base=10, min=-3, max=np.log10(0.9), step=0.05, description="prior π",
                                       continuous_update=False, style={"description_width": "70px"}, layout=W.Layout(width="360px"))
         self.observe(self.prior)
@@ -73,7 +74,9 @@ class ArchitectureView(WidgetView):
 
     def update(self) -> None:
         p = self.prior.value
-        self.current_loss = anatomy.initial_loss(self.model, self.images, self.targets, p)["classification"]
+        if p not in self._seen:
+            self._seen[p] = anatomy.initial_losses(self.model, self.images, self.targets, [p])[p]
+        self.current_loss = self._seen[p]
         from ..heads import prior_bias
 
         self.status.value = (f"π = {p:.3g}: classification bias b = -log((1 - π) / π) = {prior_bias(p):.2f}; the first "
@@ -105,4 +108,4 @@ class ArchitectureView(WidgetView):
             bx.text(0.5, 0.5, "assets/ablation_prior.json not found:\npython assets/make_ablations.py --only prior",
                     ha="center", va="center", transform=bx.transAxes, fontsize=9)
             bx.axis("off")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.15, wspace=0.3)  # tight_layout draws twice

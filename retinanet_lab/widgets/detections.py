@@ -156,7 +156,7 @@ class DetectionExplorer(_ModelImages):
             hx.imshow(m, vmin=0, vmax=1, cmap="magma")
             hx.set_title(f"P{3 + i}  {m.shape[0]}x{m.shape[1]}", fontsize=8)
             hx.axis("off")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.03, wspace=0.1, hspace=0.2)  # tight_layout draws twice
 
 
 STAGES = ("1. score threshold", "2. top-k per level", "3. decode boxes", "4. NMS")
@@ -239,4 +239,4 @@ class LogitsToDetections(_ModelImages):
         bx.set_xticks(x, names)
         bx.set_title("how many survive each stage, per level", fontsize=9)
         bx.legend(fontsize=7)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.08, wspace=0.15)  # tight_layout draws twice

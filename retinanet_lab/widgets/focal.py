@@ -93,7 +93,9 @@ class FocalLossExplorer(WidgetView):
 
     def update(self) -> None:
         gammas = sorted({*(PAPER_GAMMAS if self.compare.value else (0.0,)), round(self.gamma.value, 3)})
-        self.curves = focal_curves(gammas, self.alpha_value, self.positive.value, self.quantity.value)
+        key = (tuple(gammas), self.alpha_value, self.positive.value, self.quantity.value)
+        if getattr(self, "_curves_key", None) != key:  # moving only the cursor recomputes nothing
+            self.curves, self._curves_key = focal_curves(gammas, *key[1:]), key
         self.values = focal_values(self.pt.value, self.gamma.value, self.alpha_value, self.positive.value)
         v = self.values
         self.readout.value = (f"at p_t = {v['p_t']:.2f}: CE = {v['CE']:.4f}, FL = {v['FL']:.5f}, (1 - p_t)^γ = "
@@ -124,4 +126,4 @@ class FocalLossExplorer(WidgetView):
                  "gradient": "gradient of the loss with respect to the logit x"}[q]
         ax.set_title(title + (f", α = {self.alpha.value:g}" if self.alpha_value is not None and q != "modulating factor" else ""),
                      fontsize=10)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.14)  # tight_layout draws twice

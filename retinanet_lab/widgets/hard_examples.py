@@ -14,7 +14,7 @@ import ipywidgets as W
 import torch
 import torch.nn.functional as F
 
-from ..hard_examples import METHODS, anchor_loss_shares, anchor_samples, easy_negative_share, loss_cdf
+from ..hard_examples import METHODS, anchor_loss_shares, anchor_samples, easy_negative_share, example_losses, loss_cdf
 from ._view import WidgetView
 
 __all__ = ["HardExampleExplorer", "loss_share_image"]
@@ -49,6 +49,9 @@ class HardExampleExplorer(WidgetView):
             images, targets = zip(*(data[i] for i in range(len(data))))
         self.images, self.targets = list(images), list(targets)
         self.samples = anchor_samples(model.eval(), self.images, self.targets)
+        self._ce = {"share": easy_negative_share(self.samples, 0.0),  # γ = 0 never changes: once
+                    "positives": loss_cdf(example_losses(self.samples, "positives", 0.0)),
+                    "negatives": loss_cdf(example_losses(self.samples, "negatives", 0.0))}
         s = {"style": {"description_width": "90px"}, "layout": W.Layout(width="320px")}
         self.gamma = W.FloatSlider(gamma, min=0, max=5, step=0.25, description="γ", continuous_update=False, **s)
         self.method = W.ToggleButtons(options=METHODS, value="FL", style={"button_width": "120px"})
@@ -59,9 +62,9 @@ class HardExampleExplorer(WidgetView):
 
     def update(self) -> None:
         g, s = self.gamma.value, self.samples
-        self.shares = {"CE": easy_negative_share(s, 0.0), "FL": easy_negative_share(s, g)}
-        self.cdf = {"positives": loss_cdf(s["pos_logits"], 1, g), "negatives": loss_cdf(s["neg_logits"], 0, g),
-                    "positives_CE": loss_cdf(s["pos_logits"], 1, 0.0), "negatives_CE": loss_cdf(s["neg_logits"], 0, 0.0)}
+        self.shares = {"CE": self._ce["share"], "FL": easy_negative_share(s, g)}
+        self.cdf = {"positives": loss_cdf(example_losses(s, "positives", g)), "negatives": loss_cdf(example_losses(s, "negatives", g)),
+                    "positives_CE": self._ce["positives"], "negatives_CE": self._ce["negatives"]}
         kw = {"gamma": g} if self.method.value == "FL" else {}
         shares = anchor_loss_shares(s, self.method.value, **kw)
         self.loss_map = loss_share_image(shares, self.image_index.value, self.images[self.image_index.value].shape[-2:])
@@ -96,4 +99,4 @@ class HardExampleExplorer(WidgetView):
             ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="cyan", lw=1))
         ax.set_title(f"each anchor's share of the loss, {self.method.value}", fontsize=9)
         ax.axis("off")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.15, wspace=0.3)  # tight_layout draws twice

@@ -154,4 +154,4 @@ class TrainingMonitor(WidgetView):
                        title=f"detections > 0.3 at step {self.records[-1]['step'] if self.records else 0}", fontsize=6)
         else:
             draw_boxes(cx, self.fixed_image, title="detections appear here", fontsize=6)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.15, wspace=0.3)  # tight_layout draws twice
