@@ -87,6 +87,9 @@ def _drag_first_slider(page) -> None:
     page.mouse.up()
 
 
+LOADED = "() => { const i = document.querySelector('img.widget-image'); return i && i.complete && i.naturalWidth > 300; }"
+
+
 def _image_src(page) -> str:
     return page.locator("img.widget-image").first.get_attribute("src")
 
@@ -102,12 +105,12 @@ def _no_errors(page) -> None:
 def test_lesson_renders_and_a_slider_changes_the_plot(voila, browser, notebook, name):
     page = _open(browser, f"{voila}/voila/render/{notebook}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_selector("img.widget-image", timeout=60_000)
+    page.wait_for_function(LOADED, timeout=60_000)  # a real picture, decoded, not an empty image
     before = _image_src(page)
-    assert before and len(before) > 1000  # a real picture, not an empty image
     page.screenshot(path=str(ARTIFACTS / f"{name}_before.png"), full_page=True)
     _drag_first_slider(page)
     page.wait_for_function("src => document.querySelector('img.widget-image').src !== src", arg=before, timeout=30_000)
+    page.wait_for_function(LOADED, timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / f"{name}_after.png"), full_page=True)
     _no_errors(page)
     page.close()

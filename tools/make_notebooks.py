@@ -458,13 +458,13 @@ def _():
         md("""
 # 7. Training with cross entropy and with the focal loss
 
-First a short live run (a fresh classroom model, a few hundred images): choose the loss, press Start, and watch the
+First a short live run (a fresh classroom model, 640 images, 120 steps): choose the loss, press Start, and watch the
 two loss terms, the AP after each epoch and the detections on a fixed image. Stop works at any time. In a class,
 run the focal loss first, then cross entropy. """ + STATIC),
         code("""
 from retinanet_lab.widgets import TrainingMonitor
 
-monitor = TrainingMonitor(epochs=2)
+monitor = TrainingMonitor(epochs=3)
 monitor
 """),
         md("The next cell does what the Start button does and waits for it (so that this saved notebook shows a finished run):"),

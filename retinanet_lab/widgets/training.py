@@ -30,7 +30,7 @@ LOSSES = {"focal loss (γ = 2, α = 0.25)": (2.0, 0.25), "α-balanced cross entr
 class TrainingMonitor(WidgetView):
     figsize = (11.0, 3.4)
 
-    def __init__(self, model=None, train_data=None, val_data=None, epochs: int = 2, redraw_every: int = 5,
+    def __init__(self, model=None, train_data=None, val_data=None, epochs: int = 3, redraw_every: int = 5,
                  detect_every: int = 10, **fit_kwargs):
         super().__init__()
         from ..data import ShapesDataset, train_transforms
@@ -42,7 +42,7 @@ class TrainingMonitor(WidgetView):
             if model is None else None
         self.model = model if model is not None else self._make_model()
         self.train_data = train_data if train_data is not None else ShapesDataset(
-            320, seed=0, transform=train_transforms(), **cfg["data"])
+            640, seed=0, transform=train_transforms(), **cfg["data"])
         self.val_data = val_data if val_data is not None else ShapesDataset(48, seed=1_000_000, **cfg["data"])
         self.fixed_image = self.val_data[0][0]
         self.fit_kwargs = {**cfg["train"], "progress": False, "verbose": False, **fit_kwargs}
