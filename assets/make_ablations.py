@@ -4,6 +4,7 @@
     python assets/make_ablations.py                 # both files; about 25 minutes on a 2-core CPU
     python assets/make_ablations.py --only prior    # assets/ablation_prior.json alone (about 2 minutes)
     python assets/make_ablations.py --device cuda   # the same runs on a GPU
+    python assets/make_ablations.py --only loss --resume   # finish an interrupted sweep
 
 - assets/ablation_loss.json: cross entropy, α-balanced CE (α in {0.25, 0.5, 0.75}) and the focal loss for γ in
   {0.5, 1, 2, 5} x α in {0.25, 0.5, 0.75}, each trained from scratch for the same steps with several seeds:
@@ -68,12 +69,20 @@ def run_loss_grid(args) -> None:
     cfg = preset("classroom")
     train = ShapesDataset(args.images, seed=0, transform=train_transforms(), **cfg["data"])
     val = ShapesDataset(200, seed=1_000_000, **cfg["data"])
-    runs = []
+    runs, done, steps = [], set(), None
+    if args.resume and (HERE / "ablation_loss.json").exists():  # keep the runs an interrupted sweep finished
+        previous = json.loads((HERE / "ablation_loss.json").read_text())
+        if (previous.get("images"), previous.get("epochs")) == (args.images, args.epochs):
+            runs.extend(previous["runs"])
+            done = {(r["name"], r["seed"]) for r in runs}
+            steps = previous.get("steps")
     out = {"command": "python assets/make_ablations.py --only loss", "machine": machine(args.device), "torch": torch.__version__,
-           "date": datetime.date.today().isoformat(), "steps": None, "images": args.images, "epochs": args.epochs,
+           "date": datetime.date.today().isoformat(), "steps": steps, "images": args.images, "epochs": args.epochs,
            "seeds": args.seeds, "val_images": 200, "paper_table1": PAPER_TABLE1, "runs": runs}
-    for name, gamma, alpha in loss_grid():
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: every configuration has one run before any has two
+        for name, gamma, alpha in loss_grid():
+            if (name, seed) in done:
+                continue
             torch.manual_seed(seed)
             model = RetinaNet(5, class_names=train.class_names, focal_gamma=gamma, focal_alpha=alpha, **cfg["model"])
             t0 = time.perf_counter()
@@ -85,6 +94,7 @@ def run_loss_grid(args) -> None:
             except TrainingDiverged as e:
                 history, result = {"steps": []}, {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "diverged": str(e)}
             out["steps"] = history["steps"][-1]["step"] if history["steps"] else out["steps"]
+            out["date"] = datetime.date.today().isoformat()
             runs.append({"name": name, "gamma": gamma, "alpha": alpha, "seed": seed, **result,
                          "seconds": round(time.perf_counter() - t0, 1),
                          "loss": [[s["step"], round(s["classification"], 5), round(s["bbox_regression"], 5)] for s in history["steps"]]})
@@ -126,6 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2: 240 steps of 16 images)")
     p.add_argument("--prior-steps", type=int, default=100, help="steps of the prior runs (default 100)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of assets/ablation_loss.json, run the rest")
     args = p.parse_args(argv)
     if args.only in (None, "prior"):
         run_prior(args)

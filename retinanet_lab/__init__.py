@@ -11,10 +11,13 @@
     postprocess.py  top-k, decode, NMS                                 (section 4, Inference)
     transform.py    resize, normalise, pad
     model.py        RetinaNet, tying it together
+    classroom.py    load_classroom_model(): the shipped model of the `classroom` preset, offline
+    widgets/        the classroom's interactive explorers (ipywidgets)
 """
 
 from .anchors import AnchorConfig, cell_anchors, grid_anchors, make_anchors
 from .boxes import batched_box_iou, box_iou, clip_boxes, decode_boxes, encode_boxes
+from .classroom import load_classroom_model
 from .focal_loss import alpha_t, cross_entropy, focal_loss, focal_loss_grad, modulating_factor, p_t
 from .heads import prior_bias
 from .loss import retinanet_loss
@@ -26,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnchorConfig", "BACKGROUND", "IGNORE", "RetinaNet", "alpha_t", "batched_box_iou", "box_iou", "cell_anchors",
-    "clip_boxes", "cross_entropy", "decode_boxes", "encode_boxes", "focal_loss", "focal_loss_grad", "grid_anchors",
+    "clip_boxes", "cross_entropy", "decode_boxes", "encode_boxes", "focal_loss", "focal_loss_grad", "grid_anchors", "load_classroom_model",
     "make_anchors", "match_anchors", "modulating_factor", "p_t", "postprocess_detections", "prior_bias",
     "retinanet_loss",
 ]

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from retinanet_lab.classroom import assets_dir, classroom_model_info, load_classroom_model
+from retinanet_lab import load_classroom_model
+from retinanet_lab.classroom import assets_dir, classroom_model_info
 from retinanet_lab.data import ShapesDataset
 from retinanet_lab.evaluate import evaluate
 from retinanet_lab.presets import preset
