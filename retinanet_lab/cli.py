@@ -222,9 +222,11 @@ def cmd_train(args) -> int:
     from .train import fit, replace_classifier
 
     cfg = preset(args.preset)
-    for key in ("num_images", "epochs", "eval_every"):  # unset on the command line: the preset's
+    for key in ("num_images", "epochs"):  # unset on the command line: the preset's
         if getattr(args, key) is None:
             setattr(args, key, cfg["run"][key])
+    if args.eval_every is None:  # the preset's, and at least once, at the end
+        args.eval_every = min(cfg["run"]["eval_every"], args.epochs)
     data = _dataset(args, train=True)
     if args.data == "shapes":  # validation: fresh images of seeds never used in training
         from .data import ShapesDataset
