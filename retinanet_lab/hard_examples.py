@@ -111,7 +111,6 @@ def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: 
     if method == "OHEM 1:3":
         fg = samples["foreground"]
         neg_loss = torch.where(fg | ~valid, torch.full_like(loss, -1.0), loss)
-        keep = torch.zeros_like(fg)
         order = neg_loss.argsort(dim=1, descending=True)
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))

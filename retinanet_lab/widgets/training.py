@@ -34,11 +34,12 @@ class TrainingMonitor(WidgetView):
                  detect_every: int = 10, **fit_kwargs):
         super().__init__()
         from ..data import ShapesDataset, train_transforms
+        from ..data.shapes import SHAPE_CLASSES
         from ..model import RetinaNet
         from ..presets import preset
 
         cfg = preset("classroom")
-        self._make_model = (lambda: RetinaNet(5, class_names=list(ShapesDataset(1).class_names), **cfg["model"])) \
+        self._make_model = (lambda: RetinaNet(len(SHAPE_CLASSES), class_names=list(SHAPE_CLASSES), **cfg["model"])) \
             if model is None else None
         self.model = model if model is not None else self._make_model()
         self.train_data = train_data if train_data is not None else ShapesDataset(
