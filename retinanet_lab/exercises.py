@@ -160,7 +160,7 @@ def check_focal_loss(fn) -> CheckResult:
     got = _call(r, fn, pt9, torch.ones(1), None, 2.0)
     if got is None:
         return r
-    ratio = float(ce_at(pt9) / got) if float(got) > 0 else math.inf
+    ratio = float(_ce_at(pt9) / got) if float(got) > 0 else math.inf
     if abs(ratio - 100) > 0.5:
         r.fail(f"at p_t = 0.9 with γ = 2 the focal loss should be 100x below cross entropy (section 3.2); yours is {ratio:.1f}x")
         return r
@@ -177,7 +177,7 @@ def check_focal_loss(fn) -> CheckResult:
     return r
 
 
-def ce_at(logit: torch.Tensor) -> torch.Tensor:
+def _ce_at(logit: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
 
 

@@ -52,6 +52,7 @@ def test_focal_explorer_numbers_follow_the_sliders():
     assert w.values["FL"] == pytest.approx(0.25 * (1 - 0.968) ** 2 * -math.log(0.968), rel=1e-4)
     w.positive.value = False  # a negative example weighs 1 - α
     assert w.values["FL"] == pytest.approx(0.75 * (1 - 0.968) ** 2 * -math.log(0.968), rel=1e-4)
+    assert w.alpha_weight == pytest.approx(0.75)  # and the plot's scale follows it
     for q in ("modulating factor", "gradient"):
         w.quantity.value = q
         assert all(torch.isfinite(torch.as_tensor(v)).all() for v in w.curves["curves"].values())

@@ -91,6 +91,12 @@ class FocalLossExplorer(WidgetView):
     def alpha_value(self) -> float | None:
         return self.alpha.value if self.use_alpha.value else None
 
+    @property
+    def alpha_weight(self) -> float:
+        """α_t of the chosen example: α for foreground, 1 - α for background, 1 without balancing (eq. 3)."""
+        a = self.alpha_value
+        return 1.0 if a is None else (a if self.positive.value else 1 - a)
+
     def update(self) -> None:
         gammas = sorted({*(PAPER_GAMMAS if self.compare.value else (0.0,)), round(self.gamma.value, 3)})
         key = (tuple(gammas), self.alpha_value, self.positive.value, self.quantity.value)
@@ -118,8 +124,7 @@ class FocalLossExplorer(WidgetView):
         if self.log_scale.value:
             ax.set_yscale("log")
         else:
-            ax.set_ylim(0, {"loss": 5, "modulating factor": 1.05, "gradient": 1.05}[q] * (self.alpha_value or 1)
-                        if q != "modulating factor" else 1.05)
+            ax.set_ylim(0, 1.05 if q == "modulating factor" else {"loss": 5, "gradient": 1.05}[q] * self.alpha_weight)
         ax.set_xlim(0, 1)
         ax.legend(fontsize=8, loc="upper right" if q == "loss" else "best")
         title = {"loss": "FL(p_t) = -α_t (1 - p_t)^γ log(p_t)", "modulating factor": "the modulating factor (1 - p_t)^γ",
