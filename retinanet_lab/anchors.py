@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorConfig", "cell_anchors", "grid_anchors", "level_strides", "make_anchors"]
+__all__ = ["AnchorConfig", "anchor_shapes", "cell_anchors", "grid_anchors", "level_strides", "make_anchors"]
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,22 @@ class AnchorConfig:
         return [float(int(s)) for s in sizes] if self.truncate_sizes else sizes
 
 
-def cell_anchors(sizes: list[float], aspect_ratios: tuple[float, ...], dtype=torch.float32, device=None) -> Tensor:
-    """The A anchors of one location, centred on (0, 0): (A, 4), ratio-major then size, corners rounded."""
+def anchor_shapes(sizes: list[float], aspect_ratios: tuple[float, ...], dtype=torch.float32, device=None) -> Tensor:
+    """(width, height) of the A anchors of one location, (A, 2), ratio-major then size: every anchor has
+    area size² and height / width = ratio, i.e. w = size / sqrt(ratio), h = size * sqrt(ratio). Not rounded."""
     sizes_t = torch.as_tensor(sizes, dtype=dtype, device=device)
     ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
     h_ratios = torch.sqrt(ratios)  # h / sqrt(area)
     w_ratios = 1 / h_ratios  # w / sqrt(area)
     ws = (w_ratios[:, None] * sizes_t[None, :]).reshape(-1)  # (A,)
     hs = (h_ratios[:, None] * sizes_t[None, :]).reshape(-1)  # (A,)
-    return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+    return torch.stack([ws, hs], dim=1)
+
+
+def cell_anchors(sizes: list[float], aspect_ratios: tuple[float, ...], dtype=torch.float32, device=None) -> Tensor:
+    """The A anchors of one location, centred on (0, 0): (A, 4), ratio-major then size, corners rounded."""
+    wh = anchor_shapes(sizes, aspect_ratios, dtype, device)  # (A, 2)
+    return (torch.cat([-wh, wh], dim=1) / 2).round()
 
 
 def grid_anchors(feature_size: tuple[int, int], stride: tuple[int, int], cells: Tensor) -> Tensor:

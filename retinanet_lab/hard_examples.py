@@ -22,9 +22,10 @@ import torch
 from .focal_loss import _log_p_t, cross_entropy
 
 __all__ = ["anchor_samples", "example_losses", "loss_cdf", "easy_negative_share", "anchor_losses", "anchor_loss_shares",
-           "METHODS"]
+           "ohem_keep", "METHODS", "ALPHA_CE", "ALPHA_FL"]
 
 METHODS = ("CE", "α-balanced CE", "OHEM 1:3", "FL")
+ALPHA_CE, ALPHA_FL = 0.75, 0.25  # the paper's best α for α-balanced CE (Table 1 (a)) and for FL with γ = 2 (Table 1 (b))
 
 
 @torch.no_grad()
@@ -91,13 +92,20 @@ def easy_negative_share(samples: dict, gamma: float = 2.0, alpha: float | None =
             "num_negatives": int(neg_logits.numel()), "num_positives": int(samples["pos_logits"].numel())}
 
 
-def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: float = 0.25, ohem_ratio: int = 3) -> torch.Tensor:
+def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: float | None = None,
+                  ohem_ratio: int = 3) -> torch.Tensor:
     """Each anchor's loss (summed over its K classes) under one of METHODS, (B, A); 0 for ignored anchors.
+
+    α (weight of the foreground term; background gets 1 - α): by default each method's best in the paper's
+    Table 1, ALPHA_CE = 0.75 for α-balanced CE (Table 1 (a): 31.1 AP; α = 0.25 gives 10.8) and ALPHA_FL = 0.25
+    for the focal loss with γ = 2 (Table 1 (b)).
 
     OHEM (as the paper's Table 1 (d) compares, without its NMS step): all positive anchors, and the
     `ohem_ratio` x N_pos background anchors of largest cross entropy in each image, count; the rest do not.
     """
     y, valid, ce, log_1m_pt = samples["onehot"], samples["valid"], samples["ce"], samples["log_1m_pt"]
+    if alpha is None:
+        alpha = ALPHA_CE if method == "α-balanced CE" else ALPHA_FL
     alpha_t = alpha * y + (1 - alpha) * (1 - y)
     if method in ("CE", "OHEM 1:3"):
         per = ce
@@ -109,15 +117,22 @@ def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: 
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     loss = per.sum(-1) * valid  # (B, A)
     if method == "OHEM 1:3":
-        fg = samples["foreground"]
-        neg_loss = torch.where(fg | ~valid, torch.full_like(loss, -1.0), loss)
-        order = neg_loss.argsort(dim=1, descending=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
-        quota = (fg.sum(1, keepdim=True) * ohem_ratio).clamp(min=ohem_ratio)  # at least a few negatives in empty images
-        keep = fg | ((rank < quota) & (neg_loss >= 0))
-        loss = loss * keep
+        loss = loss * ohem_keep(loss, samples["foreground"], valid, ohem_ratio)
     return loss
+
+
+def ohem_keep(loss: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor | None = None, ratio: float = 3) -> torch.Tensor:
+    """OHEM's selection (Table 1 (d), without its NMS step), per image: every positive, plus the
+    ratio * max(1, P) negatives of largest loss (all of them if there are fewer). loss (B, A), positive (B, A) bool,
+    valid (B, A) bool (False: not an example, never kept; None: all are). Returns the (B, A) bool mask of kept anchors."""
+    if valid is None:
+        valid = torch.ones_like(positive)
+    neg_loss = torch.where(positive | ~valid, torch.full_like(loss, -1.0), loss)  # (B, A), -1: not a negative
+    order = neg_loss.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))  # 0 = largest loss
+    quota = (positive.sum(1, keepdim=True) * ratio).clamp(min=ratio)  # at least a few negatives in empty images
+    return positive | ((rank < quota) & (neg_loss >= 0))
 
 
 def anchor_loss_shares(samples: dict, method: str = "FL", **kwargs) -> list[torch.Tensor]:

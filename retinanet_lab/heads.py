@@ -9,16 +9,18 @@ The two subnets share no parameters with each other, but each is shared across a
 
 Initialisation (section 4.1): all convolutions normal(std=0.01) with zero bias, except the last
 classification bias b = -log((1 - π) / π), so that at the start every anchor says "object" with
-probability π = 0.01. Without it the ~100k easy negatives' loss swamps the first iterations.
+probability π = 0.01: it "prevents the large number of background anchors from generating a large,
+destabilizing loss value in the first iteration of training" (§4.1, see §3.3).
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["ClassificationSubnet", "BoxSubnet", "prior_bias", "tower"]
+__all__ = ["ClassificationSubnet", "BoxSubnet", "prior_bias", "tower", "new_classifier", "class_heatmap"]
 
 
 def prior_bias(prior_prob: float) -> float:
@@ -26,6 +28,24 @@ def prior_bias(prior_prob: float) -> float:
     if not 0 < prior_prob < 1:
         raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
     return -math.log((1 - prior_prob) / prior_prob)
+
+
+def new_classifier(old: nn.Conv2d, num_anchors: int, num_classes: int, prior_prob: float = 0.01) -> nn.Conv2d:
+    """A fresh final classification layer for `num_classes` classes in place of `old` (fine-tuning): the same
+    input channels, kernel, stride and padding, num_anchors * num_classes outputs (no background class: one
+    sigmoid per class), weights normal(std=0.01) and bias -log((1 - π) / π) (section 4.1)."""
+    conv = nn.Conv2d(old.in_channels, num_anchors * num_classes, old.kernel_size, stride=old.stride, padding=old.padding)
+    conv = conv.to(device=old.weight.device, dtype=old.weight.dtype)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.constant_(conv.bias, prior_bias(prior_prob))
+    return conv
+
+
+def class_heatmap(logits: Tensor, height: int, width: int, num_anchors: int) -> Tensor:
+    """(H*W*A, K) logits of one level of one image, flattened as the subnet returns them (location-major, then
+    anchor) -> (K, H, W): for each class and location, the highest probability σ(logit) over its A anchors."""
+    probs = torch.sigmoid(logits).reshape(height, width, num_anchors, -1)  # (H, W, A, K)
+    return probs.amax(dim=2).permute(2, 0, 1)  # (K, H, W)
 
 
 def tower(in_channels: int, channels: int, num_convs: int, norm: str | None) -> nn.Sequential:

@@ -1,15 +1,17 @@
-"""The RetinaNet training loss (paper sections 3.3 and 4.1), for a whole batch at once.
+"""The RetinaNet training loss (paper section 4.1), for a whole batch at once.
 
     L = (1 / N_fg) [ Σ_{anchors not ignored} Σ_classes FL(p, y)  +  Σ_{foreground anchors} L_box ]
 
 - Classification: the focal loss summed over all anchors and classes, except anchors whose IoU with
   every box falls between the thresholds (ignored). Targets are one-hot: an anchor matched to a box
   of label k (1..K) has target 1 for class k and 0 for the others; background anchors 0 everywhere.
-- Box regression: only foreground anchors; smooth L1 (paper, β = 0.11 as in Detectron), L1
-  (torchvision v1) or GIoU (torchvision v2) between the predicted and the target box.
-- Normalisation: N_fg is the number of foreground anchors in the whole batch (paper, "normalized by
-  the number of anchors assigned to a ground-truth box"). `normalization="image"` instead divides
-  each image by its own count and averages over images, as torchvision does.
+- Box regression: only foreground anchors; smooth L1 (the paper's "standard smooth L1 loss", §4.1; β = 0.11
+  is Detectron's, the paper gives none), L1 (torchvision v1) or GIoU (torchvision v2) between the predicted
+  and the target box.
+- Normalisation (`normalize_loss`): the paper normalises "by the number of anchors assigned to a
+  ground-truth box". `normalization="batch"` (the default, as Detectron) divides the batch's sum by the
+  foreground anchors of the whole batch; `normalization="image"` divides each image by its own count
+  and averages over images, as the paper's text (the loss "of an image") and torchvision do.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .boxes import decode_boxes, encode_boxes
 from .focal_loss import focal_loss_sparse_sum
 from .matching import IGNORE
 
-__all__ = ["retinanet_loss", "BOX_LOSSES"]
+__all__ = ["retinanet_loss", "normalize_loss", "BOX_LOSSES"]
 
 BOX_LOSSES = ("smooth_l1", "l1", "giou")
 
@@ -56,7 +58,7 @@ def retinanet_loss(
     if box_loss not in BOX_LOSSES:
         raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     if normalization not in ("batch", "image"):
-        raise ValueError(f"normalization must be 'batch' (paper) or 'image' (torchvision), got {normalization!r}")
+        raise ValueError(f"normalization must be 'batch' (Detectron) or 'image' (the paper's text, torchvision), got {normalization!r}")
     num_images = cls_logits.shape[0]
     foreground = matched >= 0  # (B, A)
     gt_index = matched.clamp(min=0)  # (B, A), safe to gather with
@@ -81,8 +83,20 @@ def retinanet_loss(
             per_anchor = F.smooth_l1_loss(fg_deltas, target_deltas, reduction="none", beta=beta).sum(dim=1)
     box_per_image = torch.zeros(num_images, dtype=per_anchor.dtype, device=per_anchor.device).index_add_(0, img_idx, per_anchor)
 
+    num_fg = foreground.sum(dim=1)  # (B,)
+    return {"classification": normalize_loss(cls_per_image, num_fg, normalization),
+            "bbox_regression": normalize_loss(box_per_image, num_fg, normalization)}
+
+
+def normalize_loss(per_image: Tensor, num_foreground: Tensor, normalization: str = "batch") -> Tensor:
+    """The batch's loss from each image's summed loss (B,) and its number of foreground anchors (B,).
+
+    "batch" (Detectron): Σ_images loss / max(1, Σ_images N_fg), one normaliser for the whole batch.
+    "image" (the paper's text, torchvision): mean over images of loss_i / max(1, N_fg,i); an image without
+    any box (N_fg,i = 0) is divided by 1, so it adds its background loss and no NaN.
+    """
     if normalization == "batch":
-        num_fg = foreground.sum().clamp(min=1).to(cls_per_image.dtype)
-        return {"classification": cls_per_image.sum() / num_fg, "bbox_regression": box_per_image.sum() / num_fg}
-    num_fg = foreground.sum(dim=1).clamp(min=1).to(cls_per_image.dtype)  # (B,)
-    return {"classification": (cls_per_image / num_fg).mean(), "bbox_regression": (box_per_image / num_fg).mean()}
+        return per_image.sum() / num_foreground.sum().clamp(min=1).to(per_image.dtype)
+    if normalization == "image":
+        return (per_image / num_foreground.clamp(min=1).to(per_image.dtype)).mean()
+    raise ValueError(f"normalization must be 'batch' (Detectron) or 'image' (the paper's text, torchvision), got {normalization!r}")

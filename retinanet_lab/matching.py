@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .boxes import batched_box_iou
 
-__all__ = ["BACKGROUND", "IGNORE", "Matches", "match_anchors", "pad_targets"]
+__all__ = ["BACKGROUND", "IGNORE", "Matches", "assign_from_iou", "match_anchors", "pad_targets"]
 
 BACKGROUND = -1
 IGNORE = -2
@@ -45,6 +45,36 @@ def pad_targets(boxes: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tens
     return padded_boxes, padded_labels, valid
 
 
+def assign_from_iou(
+    iou: Tensor,
+    valid: Tensor | None = None,
+    fg_iou: float = 0.5,
+    bg_iou: float = 0.4,
+    allow_low_quality: bool = True,
+) -> Matches:
+    """The matching rule on an IoU matrix: iou (B, G, A) of every box with every anchor, valid (B, G) the real
+    (not padded) boxes, or None when all are real. Returns each anchor's box index, BACKGROUND or IGNORE (B, A),
+    and its best IoU (B, A), -1 where the image has no box."""
+    if not bg_iou <= fg_iou:
+        raise ValueError(f"bg_iou ({bg_iou}) must be <= fg_iou ({fg_iou})")
+    num_images, num_boxes, num_anchors = iou.shape
+    if num_boxes == 0:  # no box in any image: everything is background
+        index = torch.full((num_images, num_anchors), BACKGROUND, dtype=torch.int64, device=iou.device)
+        return Matches(index, torch.full(index.shape, -1.0, dtype=iou.dtype, device=iou.device))
+    if valid is not None:
+        iou = iou.masked_fill(~valid[:, :, None], -1.0)  # padding never wins
+    best_iou, best_gt = iou.max(dim=1)  # (B, A) each: every anchor's best box
+
+    index = torch.where(best_iou >= fg_iou, best_gt, torch.full_like(best_gt, IGNORE))
+    index = torch.where(best_iou < bg_iou, torch.full_like(best_gt, BACKGROUND), index)
+
+    if allow_low_quality:
+        best_per_gt = iou.max(dim=2, keepdim=True).values  # (B, G, 1)
+        claims = (iou == best_per_gt) & (best_per_gt > 0)  # (B, G, A): a box's best anchor(s)
+        index = torch.where(claims.any(dim=1), best_gt, index)  # matched to its own best box, as torchvision
+    return Matches(index, best_iou)
+
+
 def match_anchors(
     anchors: Tensor,
     gt_boxes: Tensor,
@@ -54,22 +84,8 @@ def match_anchors(
     allow_low_quality: bool = True,
 ) -> Matches:
     """Match anchors (A, 4) to padded boxes gt_boxes (B, G, 4) with mask gt_valid (B, G)."""
-    if not bg_iou <= fg_iou:
-        raise ValueError(f"bg_iou ({bg_iou}) must be <= fg_iou ({fg_iou})")
-    num_images, num_anchors = gt_boxes.shape[0], anchors.shape[0]
-    if gt_boxes.shape[1] == 0:  # no box in any image: everything is background
-        index = torch.full((num_images, num_anchors), BACKGROUND, dtype=torch.int64, device=anchors.device)
-        return Matches(index, torch.full(index.shape, -1.0, dtype=anchors.dtype, device=anchors.device))
-
-    iou = batched_box_iou(gt_boxes, anchors)  # (B, G, A)
-    iou = iou.masked_fill(~gt_valid[:, :, None], -1.0)  # padding never wins
-    best_iou, best_gt = iou.max(dim=1)  # (B, A) each
-
-    index = torch.where(best_iou >= fg_iou, best_gt, torch.full_like(best_gt, IGNORE))
-    index = torch.where(best_iou < bg_iou, torch.full_like(best_gt, BACKGROUND), index)
-
-    if allow_low_quality:
-        best_per_gt = iou.max(dim=2, keepdim=True).values  # (B, G, 1)
-        claims = (iou == best_per_gt) & (best_per_gt > 0)  # (B, G, A): a box's best anchor(s)
-        index = torch.where(claims.any(dim=1), best_gt, index)
-    return Matches(index, best_iou)
+    if gt_boxes.shape[1] == 0:
+        iou = anchors.new_zeros(gt_boxes.shape[0], 0, anchors.shape[0])
+    else:
+        iou = batched_box_iou(gt_boxes, anchors)  # (B, G, A)
+    return assign_from_iou(iou, gt_valid, fg_iou, bg_iou, allow_low_quality)

@@ -1,9 +1,10 @@
-"""From logits and deltas to detections (paper section 4, "Inference"), for a whole batch at once.
+"""From logits and deltas to detections (paper section 4.1, "Inference"), for a whole batch at once.
 
 Per pyramid level: keep at most `topk_candidates` (1000) predictions whose score σ(logit) exceeds
-`score_thresh` (0.05), and decode their boxes from their anchors. Then, per image, merge the levels,
-apply non-maximum suppression per class at IoU `nms_thresh` (0.5) and keep the best
-`detections_per_img` (100 in the paper and here; torchvision keeps 300).
+`score_thresh` (0.05), and decode their boxes from their anchors (the paper). Then, per image, merge the
+levels, apply non-maximum suppression at IoU `nms_thresh` (0.5, the paper), per class (Detectron's choice,
+which the paper does not state), and keep the best `detections_per_img` (100, Detectron's: COCO's limit;
+torchvision keeps 300).
 
 torchvision loops over images and levels in Python; here every step runs on the batch: the
 candidates of all images at once, one NMS call for all images and classes (boxes of different image or class are moved
@@ -20,7 +21,7 @@ from torchvision.ops import nms
 
 from .boxes import clip_boxes, decode_boxes
 
-__all__ = ["postprocess_detections", "select_candidates", "best_per_image", "batched_nms", "inference_steps"]
+__all__ = ["postprocess_detections", "select_candidates", "top_candidates", "best_per_image", "batched_nms", "inference_steps"]
 
 
 def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: Tensor, topk: int, score_thresh: float,
@@ -29,8 +30,21 @@ def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, image_siz
 
     logits (B, A_l, K), deltas (B, A_l, 4), anchors (A_l, 4), image_sizes (B, 2) as (h, w) ->
     image index (N,), scores (N,), labels (N,) in 1..K, boxes (N, 4) decoded and clipped.
-    The threshold is applied to the logits (σ(x) > t <=> x > log(t / (1 - t))), so that the sigmoid,
-    the sort and the decoding only touch the candidates, not all B * A_l * K outputs.
+    The selection is `top_candidates`; the decoding only touches the candidates, not all B * A_l outputs.
+    """
+    img, anchor_idx, class_idx, cand = top_candidates(logits, topk, score_thresh)
+    boxes = decode_boxes(deltas[img, anchor_idx], anchors[anchor_idx], box_weights)  # (N, 4)
+    boxes = clip_boxes(boxes, image_sizes[img, 0], image_sizes[img, 1])
+    return img, torch.sigmoid(cand), class_idx + 1, boxes
+
+
+def top_candidates(logits: Tensor, topk: int, score_thresh: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per image, the (at most) top-k (anchor, class) pairs whose score σ(logit) exceeds `score_thresh`, taken
+    from the flattened A_l * K scores (every class of every anchor competes), grouped by image, best first.
+
+    logits (B, A_l, K) -> image index (N,), anchor index (N,), class index (N,) in 0..K-1, logit (N,).
+    The threshold is applied to the logits (σ(x) > t <=> x > log(t / (1 - t))), so that the sigmoid and the
+    sort only touch the candidates, not all B * A_l * K outputs.
     """
     num_images, num_classes = logits.shape[0], logits.shape[-1]
     flat = logits.flatten(1)  # (B, A_l*K)
@@ -39,10 +53,7 @@ def select_candidates(logits: Tensor, deltas: Tensor, anchors: Tensor, image_siz
     cand = flat[img, idx]
     keep = best_per_image(img, torch.argsort(cand, descending=True, stable=True), num_images, topk)
     img, idx, cand = img[keep], idx[keep], cand[keep]
-    anchor_idx = torch.div(idx, num_classes, rounding_mode="floor")
-    boxes = decode_boxes(deltas[img, anchor_idx], anchors[anchor_idx], box_weights)  # (N, 4)
-    boxes = clip_boxes(boxes, image_sizes[img, 0], image_sizes[img, 1])
-    return img, torch.sigmoid(cand), idx % num_classes + 1, boxes
+    return img, torch.div(idx, num_classes, rounding_mode="floor"), idx % num_classes, cand
 
 
 def best_per_image(image_index: Tensor, ranked: Tensor, num_images: int, k: int) -> Tensor:
