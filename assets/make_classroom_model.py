@@ -1,4 +1,4 @@
-"""Train the classroom model from scratch and ship it: assets/classroom_model.pt and classroom_model.json.
+"""Train the classroom model from scratch and ship it: retinanet_lab/assets/classroom_model.pt and classroom_model.json.
 
     python assets/make_classroom_model.py            # about 5 minutes on a 2-core CPU
 
@@ -26,7 +26,7 @@ from retinanet_lab.evaluate import evaluate
 from retinanet_lab.presets import preset
 from retinanet_lab.train import load_checkpoint, load_model
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "retinanet_lab" / "assets"  # shipped inside the package
 COMMAND = ["train", "--preset", "classroom", "--out", "runs/classroom"]
 
 

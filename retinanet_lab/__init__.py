@@ -7,11 +7,13 @@
     backbone.py     ResNet C3-C5
     fpn.py          the feature pyramid P3-P7                          (section 4, FPN)
     heads.py        classification and box subnets, the prior bias     (section 4, 4.1)
-    loss.py         focal + box loss, normalised by foreground count   (section 4.1)
-    postprocess.py  top-k, decode, NMS                                 (section 4, Inference)
+    loss.py         focal + box loss, normalised by foreground anchors (section 4.1)
+    postprocess.py  top-k, decode, NMS                                 (section 4.1, Inference)
     transform.py    resize, normalise, pad
     model.py        RetinaNet, tying it together
     classroom.py    load_classroom_model(): the shipped model of the `classroom` preset, offline
+    exercises/      the lessons' exercise checks, which name the mistake
+    lessons/        the lessons' sources; `retinanet-lab lessons DIR` writes a student (or teacher) edition
     widgets/        the classroom's interactive explorers (ipywidgets)
 """
 

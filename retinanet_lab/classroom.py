@@ -1,5 +1,6 @@
-"""The classroom model: the `classroom` preset trained on the shapes world, shipped in assets/ so that the
-notebooks and `retinanet-lab demo` work offline on any laptop.
+"""The classroom model: the `classroom` preset trained on the shapes world, shipped inside the package
+(retinanet_lab/assets/, with the precomputed ablations the lessons plot) so that the lessons and
+`retinanet-lab demo` work offline on any laptop, from a clone or from a plain `pip install`.
 
     model = load_classroom_model()          # ready for eval, on the CPU
     info = classroom_model_info()           # how it was trained: command, time, AP on fresh images
@@ -22,17 +23,17 @@ CLASSROOM_CHECKPOINT = "classroom_model.pt"
 
 
 def assets_dir() -> Path:
-    """The assets folder: $RETINANET_LAB_ASSETS, else the repository's assets/ next to the package."""
+    """The folder of the files the package needs at run time: $RETINANET_LAB_ASSETS, else retinanet_lab/assets/."""
     env = os.environ.get("RETINANET_LAB_ASSETS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets"
+    return Path(env) if env else Path(__file__).resolve().parent / "assets"
 
 
 def _path(name: str) -> Path:
     path = assets_dir() / name
     if not path.exists():
         raise FileNotFoundError(
-            f"{path} not found. The classroom files ship in the repository's assets/ folder: install the package from a "
-            f"clone with `pip install -e .`, or point RETINANET_LAB_ASSETS at a copy of that folder.")
+            f"{path} not found. The classroom files ship inside the package (retinanet_lab/assets/): reinstall it "
+            f"(`pip install -e .` from a clone), or point RETINANET_LAB_ASSETS at a folder that has {name}.")
     return path
 
 

@@ -9,6 +9,7 @@
     retinanet-lab eval      COCO mAP of a checkpoint on a dataset
     retinanet-lab predict   detections on image files: PNGs with boxes and a JSON
     retinanet-lab anchors   how well an anchor configuration covers a dataset's objects
+    retinanet-lab lessons   a fresh copy of the lessons for a student (or, with --teacher, the teacher's edition)
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def cmd_tour(args) -> int:
     for prior in (0.01, 0.5):
         losses = anatomy.initial_loss(ours, [image], [target], prior)
         print(f"   pi = {prior:<4}: classification loss {losses['classification']:10.2f}")
-    print("   (with pi = 0.5 every one of the ~50k easy background anchors starts with a large loss)\n")
+    print("   (with pi = 0.5 every output of the ~50k background anchors starts at p = 0.5, wrong and costly:\n"
+          "    0.75 * 0.5^2 * log 2 = 0.13 each under this focal loss, log 2 = 0.69 under cross entropy)\n")
 
     r = ours.inspect([image], [target])
     matched = torch.cat([m.flatten() for m in r["matched"]])
@@ -327,6 +329,22 @@ def cmd_anchors(args) -> int:
     return 0
 
 
+def cmd_lessons(args) -> int:
+    from .lessons import LESSONS, write_edition
+
+    try:
+        written = write_edition(args.directory, teacher=args.teacher, overwrite=args.force)
+    except (FileExistsError, OSError) as e:
+        print(f"retinanet-lab lessons: {e}", file=sys.stderr)
+        return 2
+    edition = "teacher's edition (with solutions, answers and notes)" if args.teacher else "student edition (no solutions)"
+    print(f"wrote {len(LESSONS)} lessons, {edition}, to {args.directory}")
+    if args.teacher:
+        print(f"and the teacher's guide: {written[-1]}")
+    print(f"open them with:  jupyter lab {args.directory}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -388,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-size", type=int, default=None, help="network input long side cap (default: the preset's)")
     a.add_argument("--max-images", type=int, default=500, help="look at most at this many images (default 500)")
     a.set_defaults(func=cmd_anchors)
+
+    le = sub.add_parser("lessons", help="write a fresh copy of the lessons (student edition; --teacher for the teacher's)",
+                        description="Write the lessons as notebooks into DIRECTORY, so that a student edits a copy and the "
+                                    "originals stay clean. The student edition has no solutions; the teacher's edition has "
+                                    "the solutions, the answers to the questions, notes for the teacher and the guide.")
+    le.add_argument("directory", help="where to write the notebooks (created if needed)")
+    le.add_argument("--teacher", action="store_true", help="the teacher's edition: solutions, answers, notes, teacher_guide.md")
+    le.add_argument("--force", action="store_true", help="overwrite lessons already in DIRECTORY")
+    le.set_defaults(func=cmd_lessons)
     return p
 
 

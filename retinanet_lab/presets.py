@@ -27,7 +27,7 @@ PRESETS = {
     # trained BatchNorm (no pretrained statistics to freeze), AdamW. The images are drawn once and kept in memory
     # (cache=True, read in the training process: num_workers=0), which halves the time of a step on 2 cores.
     # Measured on the 2-core CPU, 2880 images x 8 epochs = 1440 steps in 266 s: AP 0.70, AP50 0.93 on 200 fresh
-    # images with lr 5e-3 (AP 0.71 / AP50 0.92 with 3e-3); assets/classroom_model.json has the shipped run. Earlier
+    # images with lr 5e-3 (AP 0.71 / AP50 0.92 with 3e-3); retinanet_lab/assets/classroom_model.json has the shipped run. Earlier
     # tries: 5 epochs with a drawing worker, 306 s, AP 0.59 / AP50 0.82; without GroupNorm, lr 2e-3: AP 0.38 / 0.61.
     "classroom": {
         "model": dict(backbone="resnet_tiny", frozen_bn=False, trainable_backbone_layers=5, fpn_channels=64, head_convs=2,
