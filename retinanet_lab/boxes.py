@@ -1,13 +1,14 @@
 """Boxes: IoU, the (dx, dy, dw, dh) box coding of the box subnet, and input checks.
 
 Boxes are (x1, y1, x2, y2) in pixels. The box subnet predicts, for each anchor a, four numbers
-(paper section 4, following Faster R-CNN):
+(paper section 4, "Box Regression Subnet": "the standard box parameterization from R-CNN"):
 
     dx = wx (x_gt - x_a) / w_a        dy = wy (y_gt - y_a) / h_a
     dw = ww log(w_gt / w_a)           dh = wh log(h_gt / h_a)
 
 where (x, y) are box centres and (wx, wy, ww, wh) the coder weights, (1, 1, 1, 1) in RetinaNet.
-`decode_boxes` inverts it, clamping dw and dh to log(1000/16) so that exp() cannot overflow.
+`decode_boxes` inverts it, clamping dw and dh to log(1000/16) so that exp() cannot overflow (Detectron's
+and torchvision's guard, not the paper's).
 Both work on any leading shape (..., 4), so a whole batch is coded at once.
 """
 

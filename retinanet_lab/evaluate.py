@@ -125,8 +125,12 @@ def evaluate(model, dataset, batch_size: int = 8, device=None, progress: bool = 
 SIZE_NAMES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))  # COCO's areas
 
 
+def _area(box) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
 def _size_name(box) -> str:
-    area = float((box[2] - box[0]) * (box[3] - box[1]))
+    area = _area(box)
     return next(name for name, lo, hi in SIZE_NAMES if lo <= area < hi)
 
 
@@ -136,8 +140,10 @@ def find_errors(dataset, detections: list[dict], iou_thresh: float = 0.5, score_
     Detections above `score_thresh` are matched greedily, best score first, to the unmatched ground-truth box
     of the same class with the highest IoU >= `iou_thresh` (as COCOeval does at one IoU). Returns
     {"false_positives": [...], "misses": [...], "true_positives": int, "by_size": {size: {"misses", "false_positives"}}}
-    where each error is {"image": index, "box", "label", "score" (false positives), "size", "iou" (best IoU with a
-    box of any class, which tells a localisation error from a confusion or a hallucination)}.
+    where each error is {"image": index, "box", "label", "score" (false positives), "size", "area" (px²), "iou" (best
+    IoU with a box of the other side, of any class: high for a confused class or a poorly placed box, near 0 for a
+    hallucination or an object nothing looked at), "other_label" (the class of that best-overlapping box, None if none)}.
+    Both lists are sorted by area, smallest first.
     """
     from .boxes import box_iou
 
@@ -157,11 +163,16 @@ def find_errors(dataset, detections: list[dict], iou_thresh: float = 0.5, score_
                 tp += 1
             else:
                 best = float(iou[i].max()) if len(gt) else 0.0
+                other = int(gl[int(iou[i].argmax())]) if len(gt) and best > 0 else None
                 fps.append({"image": index, "box": boxes[i].tolist(), "label": int(labels[i]), "score": float(scores[i]),
-                            "size": _size_name(boxes[i]), "iou": best})
+                            "size": _size_name(boxes[i]), "area": _area(boxes[i]), "iou": best, "other_label": other})
         for j in torch.nonzero(~taken).flatten().tolist():
             best = float(iou[:, j].max()) if len(boxes) else 0.0
-            misses.append({"image": index, "box": gt[j].tolist(), "label": int(gl[j]), "size": _size_name(gt[j]), "iou": best})
+            other = int(labels[int(iou[:, j].argmax())]) if len(boxes) and best > 0 else None
+            misses.append({"image": index, "box": gt[j].tolist(), "label": int(gl[j]), "size": _size_name(gt[j]),
+                           "area": _area(gt[j]), "iou": best, "other_label": other})
+    fps.sort(key=lambda e: e["area"])
+    misses.sort(key=lambda e: e["area"])
     by_size = {name: {"misses": sum(m["size"] == name for m in misses), "false_positives": sum(f["size"] == name for f in fps)}
                for name, _, _ in SIZE_NAMES}
     return {"false_positives": fps, "misses": misses, "true_positives": tp, "by_size": by_size}

@@ -1,11 +1,13 @@
-"""Training: the paper's recipe (section 4.1) as one function, `fit`.
+"""Training as one function, `fit`: the paper's optimisation (section 4.1) and the practice around it.
 
     history = fit(model, train_data, val_data, epochs=10, batch_size=8, out_dir="runs/shapes")
 
-- SGD, momentum 0.9, weight decay 1e-4; learning rate by the linear scaling rule, lr = 0.01 x batch / 16
-  (the paper's 0.01 is for 16 images; an unscaled rate on a small batch is the usual cause of NaN
-  losses), printed at the start; linear warm-up, then step decay (x0.1 at 2/3 and 8/9 of training, as
-  60k and 80k of the paper's 90k iterations) or cosine; optional gradient clipping.
+- The paper (§4.1, "Optimization"): SGD, momentum 0.9, weight decay 1e-4, learning rate 0.01 for 16 images,
+  divided by 10 at 60k and 80k of 90k iterations (here: at 2/3 and 8/9 of the run, `schedule="step"`).
+- Not in the paper, and named as such: the learning rate follows the batch by the linear scaling rule
+  (lr = 0.01 x batch / 16; Goyal et al. 2017, which Detectron follows), printed at the start; a linear warm-up
+  (Detectron's); a cosine schedule (`schedule="cosine"`); gradient clipping at norm 10 (`clip_grad_norm`, on by
+  default, None turns it off); AdamW (`optimizer="adamw"`, what the classroom preset uses).
 - CPU or CUDA picked automatically (`device=` overrides); on CUDA, autocast in bfloat16 where supported,
   else float16 with a GradScaler.
 - Safe: a NaN or infinite loss stops the run with the step and the term at fault and keeps the last good
@@ -17,6 +19,7 @@
 - Watchable: a tqdm bar (a widget in Jupyter, text in a terminal) with loss terms and images/s, callbacks
   `fn(event, info)` on "step", "eval" and "end", and a JSON-lines metrics log in out_dir. A callback
   that raises `StopTraining` (a Stop button) ends the run cleanly: checkpoint written, `history["stopped"]`.
+- Fine-tuning: `replace_classifier` (new classes) and `freeze_backbone` (weights and BatchNorm statistics).
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data.loader import collate_fn, default_num_workers
-from .heads import prior_bias
+from .heads import new_classifier
 
-__all__ = ["fit", "TrainingDiverged", "StopTraining", "scaled_lr", "lr_factor", "replace_classifier", "save_checkpoint",
-           "load_checkpoint", "load_model"]
+__all__ = ["fit", "TrainingDiverged", "StopTraining", "scaled_lr", "lr_factor", "replace_classifier", "freeze_backbone",
+           "save_checkpoint", "load_checkpoint", "load_model"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,7 +49,7 @@ class StopTraining(Exception):
 
 
 def scaled_lr(batch_size: int, base_lr: float = 0.01, base_batch: int = 16) -> float:
-    """The linear scaling rule: the paper's 0.01 for 16 images, proportionally for other batch sizes."""
+    """The linear scaling rule (Goyal et al. 2017): the paper's 0.01 for 16 images, proportionally for other batches."""
     return base_lr * batch_size / base_batch
 
 
@@ -69,13 +72,38 @@ def replace_classifier(model, num_classes: int, class_names: list[str] | None = 
     """Fine-tuning on new classes: a fresh classification output layer for `num_classes`, its bias set to
     the prior (section 4.1); everything else keeps its weights."""
     sub = model.class_subnet
-    old = sub.logits
-    sub.logits = torch.nn.Conv2d(old.in_channels, sub.num_anchors * num_classes, 3, padding=1).to(old.weight.device)
-    torch.nn.init.normal_(sub.logits.weight, std=0.01)
     prior = prior_prob if prior_prob is not None else model._architecture["prior_prob"]
-    torch.nn.init.constant_(sub.logits.bias, prior_bias(prior))
+    sub.logits = new_classifier(sub.logits, sub.num_anchors, num_classes, prior)
     sub.num_classes = num_classes
     model._architecture.update(num_classes=num_classes, class_names=list(class_names) if class_names else None)
+    return model
+
+
+def freeze_backbone(model):
+    """Freeze the backbone for fine-tuning on a small dataset: its weights *and* its BatchNorm statistics.
+
+    `requires_grad_(False)` alone is not a freeze: BatchNorm layers in training mode still normalise with each batch's
+    statistics and update their running averages. Here every BatchNorm2d of the backbone becomes a FrozenBatchNorm2d
+    with the same statistics and affine parameters (as torchvision and Detectron freeze pretrained backbones), no
+    backbone parameter gets a gradient, and the model's configuration records it (trainable_backbone_layers=0,
+    frozen_bn=True), so a checkpoint of the fine-tuned model reloads the same way.
+    """
+    from .backbone import FrozenBatchNorm2d
+
+    def convert(module: torch.nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps).to(child.running_mean.device)
+                for buffer in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(frozen, buffer).copy_(getattr(child, buffer).detach())
+                setattr(module, name, frozen)
+            else:
+                convert(child)
+
+    convert(model.backbone)
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model._architecture.update(trainable_backbone_layers=0, frozen_bn=True)
     return model
 
 

@@ -110,3 +110,7 @@ def test_find_errors_hand_case():
     assert e["false_positives"][1]["iou"] > 0.9  # the right place, the wrong class
     assert [(m["image"], m["label"], m["size"]) for m in e["misses"]] == [(0, 2, "large")]
     assert e["by_size"]["large"] == {"misses": 1, "false_positives": 2}
+    # the class on the other side: a confusion names it, a hallucination has none; lists are sorted by area
+    assert [f["other_label"] for f in e["false_positives"]] == [1, 2, None]
+    assert e["misses"][0]["other_label"] == 1 and e["misses"][0]["area"] == 100 * 100
+    assert [f["area"] for f in e["false_positives"]] == sorted(f["area"] for f in e["false_positives"])

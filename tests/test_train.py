@@ -182,3 +182,35 @@ def test_a_callback_can_stop_the_run_cleanly(tmp_path):
                   progress=False, log_every=1, callbacks=[stop_at_3], num_workers=0)
     assert history["stopped"] and len(history["steps"]) == 3
     assert load_checkpoint(str(tmp_path / "checkpoint.pt"))["state"]["step"] == 3  # nothing lost
+
+
+def test_freeze_backbone_freezes_weights_and_batchnorm_statistics(tmp_path):
+    from retinanet_lab.presets import preset
+    from retinanet_lab.train import freeze_backbone
+
+    cfg = preset("classroom")
+    torch.manual_seed(0)
+    model = RetinaNet(5, **cfg["model"])  # the classroom backbone has trainable BatchNorm2d
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    x = torch.rand(2, 3, 160, 160)
+    model.eval()
+    with torch.no_grad():
+        before_eval = model.backbone(x)[2]
+    freeze_backbone(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()  # in training mode a frozen backbone computes what it computed in eval mode, with the same statistics
+    with torch.no_grad():
+        after_train_mode = model.backbone(x)[2]
+    torch.testing.assert_close(after_train_mode, before_eval)
+    data = ShapesDataset(8, seed=3, **cfg["data"])
+    fit(model, data, epochs=1, batch_size=4, optimizer="adamw", lr=1e-3, progress=False, verbose=False, num_workers=0,
+        out_dir=str(tmp_path))
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, state[k]), f"backbone {k} changed during training"
+    again = load_model(str(tmp_path / "checkpoint.pt"))  # the checkpoint rebuilds a frozen backbone
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in again.backbone.modules())
+    model.eval(), again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(list(x))[0]["scores"], model(list(x))[0]["scores"])
