@@ -21,33 +21,16 @@ without boxes (G = 0); then random IoU matrices with G != A.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 
 from ..anchors import anchor_shapes
 from ..matching import BACKGROUND, IGNORE, assign_from_iou
-from ._check import Checker, CheckResult, fmt
+from ._check import Case, Checker, CheckResult, fmt
 
 __all__ = ["check_anchor_shapes", "check_assign_anchors"]
 
 WH = ("w", "h")
-
-
-@contextmanager
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a busy CPU a threaded max(dim=) takes milliseconds, not microseconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _run(name: str, body) -> CheckResult:
-    with _one_thread():
-        return Checker.run(name, body)
 
 
 # ---- anchor shapes --------------------------------------------------------------------------------------
@@ -111,23 +94,25 @@ def _shape_mistakes(size: float, scales, ratios) -> dict:
     return {k: (_sorted_rows(v), text) for k, (v, text) in m.items()}
 
 
-def _shape_precheck(c: Checker, case: str, t: torch.Tensor, want: torch.Tensor) -> None:
-    """Corners instead of (w, h), the areas, and the (2, A) transpose: named before the generic comparison."""
+def _read_shapes(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """The rows sorted; first, corners instead of (w, h), the areas, and the (2, A) transpose are named."""
+    t, want = got.detach(), case.want
     a = want.shape[0]
 
     def same(x):
-        return x.shape == want.shape and bool(torch.allclose(_sorted_rows(x), _sorted_rows(want), rtol=1e-4, atol=1e-4))
+        return x.shape == want.shape and bool(torch.allclose(_sorted_rows(x), want, rtol=1e-4, atol=1e-4))
 
     if t.dim() == 2 and t.shape == (a, 4) and same(t[:, 2:] - t[:, :2]):
-        c.fail(f"{case}: you returned corners (x1, y1, x2, y2), shape {tuple(t.shape)}; return each anchor's (width, "
+        c.fail(f"{case.name}: you returned corners (x1, y1, x2, y2), shape {tuple(t.shape)}; return each anchor's (width, "
                f"height), shape ({a}, 2)", "corners")
     if t.dim() == 1 and t.numel() == a and t.is_floating_point() and bool(torch.allclose(
             t.double().sort().values, (want[:, 0] * want[:, 1]).sort().values, rtol=1e-4, atol=1e-4)):
-        c.fail(f"{case}: you returned each anchor's area w · h, shape {tuple(t.shape)}; return the width and the height "
+        c.fail(f"{case.name}: you returned each anchor's area w · h, shape {tuple(t.shape)}; return the width and the height "
                f"as two columns, shape ({a}, 2)", "areas")
     if t.dim() == 2 and t.shape == (2, a) and not same(t) and same(t.T):
-        c.fail(f"{case}: your answer has shape {tuple(t.shape)}: one row of widths and one of heights. Return one row per "
+        c.fail(f"{case.name}: your answer has shape {tuple(t.shape)}: one row of widths and one of heights. Return one row per "
                f"anchor, ({a}, 2): stack along dim=1 (torch.stack([w, h], dim=1))", "transposed")
+    return _sorted_rows(t)
 
 
 def check_anchor_shapes(fn) -> CheckResult:
@@ -153,16 +138,13 @@ def check_anchor_shapes(fn) -> CheckResult:
             ("size 57.3, 4 scales x 2 ratios (random-looking numbers)", 57.3, (0.7, 1.3, 1.9, 2.2), (0.3, 1.7),
              "w = size · scale / √ratio, h = size · scale · √ratio for all 8 (scale, ratio) pairs"),
         ]
-        for name, size, scales, ratios, hint in cases:
-            name = f"{name} (rows compared sorted by (w, h): any order is fine)" if len(scales) * len(ratios) > 1 else name
-            got = c.call(name, fn, size, scales, ratios)
-            want = anchor_shapes([size * s for s in scales], ratios, dtype=torch.float64)
-            t = got.detach()
-            _shape_precheck(c, name, t, want)
-            c.compare(name, _sorted_rows(t), _sorted_rows(want), hint=hint, mistakes=_shape_mistakes(size, scales, ratios),
-                      columns=WH, row_name="anchor")
+        sorted_note = " (rows compared sorted by (w, h): any order is fine)"
+        c.run_cases(fn, [Case(name + (sorted_note if len(scales) * len(ratios) > 1 else ""), (size, scales, ratios),
+                              _sorted_rows(anchor_shapes([size * s for s in scales], ratios, dtype=torch.float64)), hint,
+                              _shape_mistakes(size, scales, ratios), dict(columns=WH, row_name="anchor"))
+                         for name, size, scales, ratios, hint in cases], read=_read_shapes)
 
-    return _run("anchor shapes", body)
+    return Checker.run("anchor shapes", body)
 
 
 # ---- assigning anchors --------------------------------------------------------------------------------
@@ -236,6 +218,18 @@ def _assign_mistakes(iou: torch.Tensor, fg: float, bg: float, allow: bool) -> di
     return m
 
 
+def _read_assignment(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """A boolean mask and an empty answer for an image without boxes are named before the comparison."""
+    t, want, iou = got.detach(), case.want, case.args[0]
+    if t.dtype == torch.bool:
+        c.fail(f"{case.name}: you returned a boolean mask{' (foreground)' if torch.equal(t, want >= 0) else ''}: return "
+               "int64 box indices for foreground anchors, -1 for background and -2 for ignored", "bool_mask")
+    if iou.shape[0] == 0 and t.shape != want.shape and t.numel() == 0:
+        c.fail(f"{case.name}: your answer is empty, shape {tuple(t.shape)}; return one value per anchor, ({iou.shape[1]},), "
+               "even without boxes: every anchor is background (-1)", "empty_image")
+    return got
+
+
 _EMPTY = {"Expected reduction dim": ("empty_image",
                                      "an image without boxes: iou is (0, A), and a max over the boxes' dimension has "
                                      "nothing to reduce. Handle it first: if iou.shape[0] == 0, every anchor is "
@@ -280,17 +274,8 @@ def check_assign_anchors(fn) -> CheckResult:
             cases.append((f"{nb} boxes, {na} anchors, random IoU (allow_low_quality={allow})", iou.float(),
                           0.5, 0.4, allow, "each anchor: its best box's index if IoU >= 0.5, -1 below 0.4, -2 in between; "
                           "then each box's best anchor(s) if allow_low_quality"))
-        for name, iou, fg, bg, allow, hint in cases:
-            got = c.call(name, fn, iou.float(), fg, bg, allow, error_hints=_EMPTY)
-            want = assign_from_iou(iou.float()[None], None, fg, bg, allow).index[0]
-            tt = torch.as_tensor(got).detach()
-            if tt.dtype == torch.bool:
-                c.fail(f"{name}: you returned a boolean mask{' (foreground)' if torch.equal(tt, want >= 0) else ''}: return "
-                       "int64 box indices for foreground anchors, -1 for background and -2 for ignored", "bool_mask")
-            if iou.shape[0] == 0 and tt.shape != want.shape and tt.numel() == 0:
-                c.fail(f"{name}: your answer is empty, shape {tuple(tt.shape)}; return one value per anchor, ({iou.shape[1]},), "
-                       "even without boxes: every anchor is background (-1)", "empty_image")
-            c.compare(name, got, want, hint=hint, mistakes=_assign_mistakes(iou.float(), fg, bg, allow), exact_dtype="int",
-                      row_name="anchor")
+        c.run_cases(fn, [Case(name, (iou.float(), fg, bg, allow), assign_from_iou(iou.float()[None], None, fg, bg, allow).index[0],
+                              hint, _assign_mistakes(iou.float(), fg, bg, allow), dict(exact_dtype="int", row_name="anchor"),
+                              _EMPTY) for name, iou, fg, bg, allow, hint in cases], read=_read_assignment)
 
-    return _run("assigning anchors", body)
+    return Checker.run("assigning anchors", body)

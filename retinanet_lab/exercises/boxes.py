@@ -6,22 +6,18 @@ for IoU: identical, apart in x, apart in x and y, touching, half overlap, inside
 that is not square, so that width and height, x and y cannot stand in for each other unnoticed. Then N > 1
 boxes, N != M where the answer is a matrix, and random boxes against the package's functions (torchvision's
 box_iou for IoU). Each case carries a catalogue of typical mistakes (`_iou_mistakes`, `_encode_mistakes`,
-`_decode_mistakes`); `_run_cases` rules out the mistakes that a case the student passed disproves, and when
-several mistakes give the student's answer on the failing case, looks at the student's answers on the later
-cases to tell which one it is. The mutation suite is tests/test_exercises_boxes_focal.py.
+`_decode_mistakes`), narrowed case by case by `Checker.run_cases` (see `_check`). The mutation suite is
+tests/test_exercises_boxes_focal.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from dataclasses import dataclass, field
 
 import torch
 
 from ..boxes import decode_boxes, encode_boxes
-from ._check import Checker, CheckResult, _as_tensor, _close
+from ._check import Case, Checker, CheckResult
 
 __all__ = ["check_iou", "check_encode_boxes", "check_decode_boxes"]
 
@@ -37,73 +33,6 @@ def _random_boxes(n: int, seed: int, spread: float = 50.0) -> torch.Tensor:
     xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * spread
     wh = 4 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 40
     return torch.cat([xy, xy + wh], dim=1)
-
-
-# ---- running a list of cases, with the catalogue narrowed by what the student got right --------------
-@dataclass
-class _Case:
-    """One case of a check: the student's function is called on `args` and must return `want`."""
-
-    name: str
-    args: tuple
-    want: torch.Tensor
-    hint: str
-    mistakes: dict  # {id: (answer of that mistake on this case, hint)}
-    compare: dict = field(default_factory=dict)  # more keywords for Checker.compare (columns, pairwise, ...)
-    error_hints: dict | None = None
-    kwargs: dict = field(default_factory=dict)  # keywords for the student's function
-
-
-def _same(a, b, tol: float) -> bool:
-    a, b = _as_tensor(a), _as_tensor(b)
-    return a is not None and b is not None and a.shape == b.shape and a.numel() > 0 and bool(_close(a, b, tol).all())
-
-
-def _quiet_call(fn, case: _Case):
-    """The student's answer on a later case, without printing or failing (None if it raised)."""
-    args = tuple(a.clone() if torch.is_tensor(a) and not a.requires_grad else a for a in case.args)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return _as_tensor(fn(*args, **case.kwargs))
-    except Exception:
-        return None
-
-
-def _narrow(fn, got, case: _Case, live: dict, later: list) -> dict:
-    """When the answer equals what several mistakes give on this case, keep the ones that also explain the
-    student's answers on the later cases (so that the hint names the mistake, not one that looks the same here)."""
-    tol = case.compare.get("tol", 1e-4)
-    if _same(got, case.want, tol):
-        return live
-    matching = [k for k, (w, _) in live.items() if not _same(w, case.want, tol) and _same(got, w, tol)]
-    candidates = matching
-    for nxt in later:
-        if len(candidates) <= 1:
-            break
-        theirs = _quiet_call(fn, nxt)
-        if theirs is None:
-            continue
-        tol_next = nxt.compare.get("tol", 1e-4)
-        keep = [k for k in candidates if k not in nxt.mistakes or _same(theirs, nxt.mistakes[k][0], tol_next)]
-        if keep:  # else the later answer fits none of them (two mistakes at once?): keep them all
-            candidates = keep
-    return {**{k: live[k] for k in candidates}, **{k: v for k, v in live.items() if k not in matching}}
-
-
-def _run_cases(c: Checker, fn, cases: list) -> torch.Tensor:
-    """Each case in turn (stopping at the first failure), with two refinements of the mistakes' catalogue:
-    a mistake that would have failed a case the student passed is ruled out, and when several mistakes give
-    the student's answer, the later cases decide between them. Returns the last answer."""
-    ruled_out: set = set()
-    got = None
-    for i, case in enumerate(cases):
-        got = c.call(case.name, fn, *case.args, error_hints=case.error_hints, **case.kwargs)
-        live = {k: v for k, v in case.mistakes.items() if k not in ruled_out}
-        live = _narrow(fn, got, case, live, cases[i + 1:])
-        c.compare(case.name, got, case.want, hint=case.hint, mistakes=live, **case.compare)
-        tol = case.compare.get("tol", 1e-4)
-        ruled_out |= {k for k, (w, _) in case.mistakes.items() if not _same(w, case.want, tol)}
-    return got
 
 
 def _transposed(want: torch.Tensor, what: str) -> tuple:
@@ -188,18 +117,18 @@ def check_iou(fn) -> CheckResult:
             ("a small box over a corner of a big one", torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[5.0, 5.0, 25.0, 25.0]]),
              "[0,0,10,10] and [5,5,25,25]: intersection 5 x 5 = 25, union 100 + 400 - 25 = 475"),
         ]
-        cases = [_Case(name, (b1, b2), _reference_iou(b1, b2), hint, _iou_mistakes(b1, b2), dict(pairwise=True), _BROADCAST)
+        cases = [Case(name, (b1, b2), _reference_iou(b1, b2), hint, _iou_mistakes(b1, b2), dict(pairwise=True), _BROADCAST)
                  for name, b1, b2, hint in hand_made]
         matrix = dict(pairwise=True, row_name="boxes1 box", col_name="boxes2 box")
         # N != M, hand-made: every row and column means something
         b1 = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 20.0, 20.0], [30.0, 5.0, 40.0, 45.0], [2.0, 3.0, 8.0, 9.0]])
         b2 = torch.tensor([[5.0, 5.0, 25.0, 25.0], [0.0, 0.0, 10.0, 10.0], [35.0, 0.0, 45.0, 10.0]])
-        cases.append(_Case("4 boxes against 3 (the answer is 4 x 3)", (b1, b2), _reference_iou(b1, b2),
+        cases.append(Case("4 boxes against 3 (the answer is 4 x 3)", (b1, b2), _reference_iou(b1, b2),
                            "row i is boxes1[i] against every box of boxes2", _iou_mistakes(b1, b2), matrix, _BROADCAST))
         b1, b2 = _random_boxes(7, 0), _random_boxes(5, 1)
-        cases.append(_Case("7 random boxes against 5", (b1.float(), b2.float()), _reference_iou(b1, b2),
+        cases.append(Case("7 random boxes against 5", (b1.float(), b2.float()), _reference_iou(b1, b2),
                            "check the order x1, y1, x2, y2 and the union", _iou_mistakes(b1, b2), matrix, _BROADCAST))
-        _run_cases(c, fn, cases)
+        c.run_cases(fn, cases)
 
     return Checker.run("IoU", body)
 
@@ -287,12 +216,12 @@ def check_encode_boxes(fn) -> CheckResult:
              "dh = log(h / h_a) = log(20 / 40) = -log 2 ≈ -0.693"),
         ]
         cols = dict(columns=DELTAS)
-        cases = [_Case(name, (gt, anchor), encode_boxes(gt.double(), anchor.double()), hint, _encode_mistakes(gt, anchor), cols)
+        cases = [Case(name, (gt, anchor), encode_boxes(gt.double(), anchor.double()), hint, _encode_mistakes(gt, anchor), cols)
                  for name, gt, hint in cases]
         gt, an = _random_boxes(6, 2), _random_boxes(6, 3)
-        cases.append(_Case("6 random boxes, each with its own anchor", (gt.float(), an.float()), encode_boxes(gt, an),
+        cases.append(Case("6 random boxes, each with its own anchor", (gt.float(), an.float()), encode_boxes(gt, an),
                            "row i encodes gt_boxes[i] against anchors[i]", _encode_mistakes(gt, an), cols))
-        _run_cases(c, fn, cases)
+        c.run_cases(fn, cases)
 
     return Checker.run("box encoding", body)
 
@@ -346,13 +275,13 @@ def check_decode_boxes(fn) -> CheckResult:
              "the height becomes h_a · exp(dh) = 20 around the same centre: [10, 30, 30, 50]"),
         ]
         cols = dict(columns=CORNERS)
-        cases = [_Case(name, (d, anchor), decode_boxes(d.double(), anchor.double()), hint, _decode_mistakes(d, anchor), cols)
+        cases = [Case(name, (d, anchor), decode_boxes(d.double(), anchor.double()), hint, _decode_mistakes(d, anchor), cols)
                  for name, d, hint in cases]
         an = _random_boxes(6, 4)
         d = (torch.rand(6, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 0.5) * 1.5
-        cases.append(_Case("6 random deltas, each with its own anchor", (d.float(), an.float()), decode_boxes(d, an),
+        cases.append(Case("6 random deltas, each with its own anchor", (d.float(), an.float()), decode_boxes(d, an),
                            "row i applies deltas[i] to anchors[i]", _decode_mistakes(d, an), cols))
-        got = _run_cases(c, fn, cases)
+        got = c.run_cases(fn, cases)
         name = "encoding your boxes gives the deltas back"
         c.compare(name, encode_boxes(torch.as_tensor(got).double(), an), d, hint="decoding must invert encoding",
                   columns=DELTAS)

@@ -91,7 +91,7 @@ def check_new_classifier(fn) -> CheckResult:
     def layer(c: Checker, name: str, old: nn.Conv2d, a: int, k: int, prior: float | None) -> nn.Conv2d:
         before = {n: p.detach().clone() for n, p in old.named_parameters()}
         args = (old, a, k) if prior is None else (old, a, k, prior)
-        new = c.call(name, fn, *args, expect_tensor=False, error_hints=_ERRORS)
+        new = c.call(name, fn, *args, expect=None, error_hints=_ERRORS)
         if new is old:
             c.fail(f"{name}: you returned the old layer: build a new one, nn.Conv2d(old.in_channels, A · K, ...); the old "
                    "one has the old classes' outputs", "returned_old")

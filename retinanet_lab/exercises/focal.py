@@ -7,7 +7,7 @@ paper's "100x" at p_t = 0.9 (section 3.2), the *values* at saturated logits (±3
 for γ = 0.5, where `(1 - p_t) ** γ` computed from `sigmoid` gives NaN (inf · 0 in autograd) and a detached
 modulating factor gives finite but wrong values. The catalogue (`_mistakes`) holds the typical mistakes
 (modulating factor, p_t, α_t, signs, softmax, sum or mean instead of elementwise); it is narrowed case by case
-as in `boxes._run_cases`. The mutation suite is tests/test_exercises_boxes_focal.py.
+by `Checker.run_cases` (see `_check`). The mutation suite is tests/test_exercises_boxes_focal.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..focal_loss import focal_loss, focal_loss_grad
-from ._check import Checker, CheckResult, fmt, pair
-from .boxes import _Case, _run_cases
+from ._check import Case, Checker, CheckResult, fmt, pair
 
 __all__ = ["check_focal_loss"]
 
@@ -91,16 +90,16 @@ def check_focal_loss(fn) -> CheckResult:
             ("α = 0.75, γ = 0: α-balanced cross entropy", 0.75, 0.0, "α_t = α for positives (y = 1), 1 - α for negatives (eq. 3)"),
             ("α = 0.25, γ = 2: the paper's setting", 0.25, 2.0, "α_t multiplies the whole loss: α_t (1 - p_t)^γ CE (eq. 5)"),
         ]
-        runs = [_Case(name, (x, y, alpha, gamma), focal_loss(x.double(), y.double(), alpha, gamma), hint,
+        runs = [Case(name, (x, y, alpha, gamma), focal_loss(x.double(), y.double(), alpha, gamma), hint,
                       _mistakes(x, y, alpha, gamma), error_hints=none_hint) for name, alpha, gamma, hint in cases]
         g = torch.Generator().manual_seed(0)
         xb = torch.randn(2, 3, 5, generator=g) * 3
         yb = (torch.rand(2, 3, 5, generator=g) > 0.7).float()
-        runs.append(_Case("a (2, 3, 5) batch: one loss per element, any shape", (xb, yb, 0.25, 2.0),
+        runs.append(Case("a (2, 3, 5) batch: one loss per element, any shape", (xb, yb, 0.25, 2.0),
                           focal_loss(xb.double(), yb.double(), 0.25, 2.0),
                           "return the loss of every element, with the shape of the logits: no sum, no mean, no flattening",
                           _mistakes(xb, yb, 0.25, 2.0), error_hints=none_hint))
-        _run_cases(c, fn, runs)
+        c.run_cases(fn, runs)
 
         x9 = torch.tensor([math.log(9.0)])  # p = 0.9 for a positive
         name = "p_t = 0.9, γ = 2: 100x less than cross entropy (section 3.2)"

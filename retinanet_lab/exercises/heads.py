@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..heads import _flatten, class_heatmap
-from ._check import Checker, CheckResult
+from ._check import Case, Checker, CheckResult
 
 __all__ = ["check_class_heatmap"]
 
@@ -70,40 +70,43 @@ _ERRORS = {
 }
 
 
+def _read_map(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """NaN from a sigmoid written by hand is named before the comparison."""
+    t = got.detach()
+    if t.is_floating_point() and t.shape == case.want.shape and bool(torch.isnan(t).any()):
+        c.fail(f"{case.name}: your map has NaN where the logits are large (±30, ±200): exp(x) / (1 + exp(x)) overflows "
+               "to inf / inf. Use torch.sigmoid, which is stable", "unstable_sigmoid")
+    return got
+
+
 def check_class_heatmap(fn) -> CheckResult:
     """Check `fn(cls_logits (A*K, H, W), num_anchors, num_classes) -> (K, H, W)`: max over anchors of σ(logit)."""
 
-    def case(c: Checker, name: str, x: torch.Tensor, a: int, k: int, hint: str):
-        got = c.call(name, fn, x, a, k, error_hints=_ERRORS)
-        want = _reference(x, a, k)
-        t = got.detach()
-        if t.is_floating_point() and t.shape == want.shape and bool(torch.isnan(t).any()):
-            c.fail(f"{name}: your map has NaN where the logits are large (±30, ±200): exp(x) / (1 + exp(x)) overflows "
-                   "to inf / inf. Use torch.sigmoid, which is stable", "unstable_sigmoid")
-        c.compare(name, got, want, hint=hint, mistakes=_mistakes(x, a, k), row_name="row", col_name="column")
-
     def body(c: Checker):
+        cases = []
         a, k, h, w = 3, 4, 4, 5
         x = torch.full((a * k, h, w), -6.0)
         x[2 * k + 1, 2, 3] = 4.0  # anchor 2, class 1, at row 2, column 3
-        case(c, "one hot channel: anchor 2, class 1 (channel 2·4 + 1 = 9) at row 2, column 3; A = 3, K = 4, 4 x 5 map",
-             x, a, k, f"only class 1's map lights up, at [2, 3], with σ(4) = 0.982; everything else is σ(-6). {_LAYOUT}")
+        cases.append(("one hot channel: anchor 2, class 1 (channel 2·4 + 1 = 9) at row 2, column 3; A = 3, K = 4, 4 x 5 map",
+                      x, a, k, f"only class 1's map lights up, at [2, 3], with σ(4) = 0.982; everything else is σ(-6). {_LAYOUT}"))
 
         x = torch.full((a * k, h, w), -6.0)
         x[0 * k + 3, 2, 0], x[1 * k + 3, 2, 0], x[2 * k + 3, 2, 0] = 2.0, -1.0, 0.5  # class 3, three anchors
         x[1 * k + 0, 3, 4] = 1.0  # class 0, anchor 1, the last pixel
-        case(c, "class 3 seen by all three anchors at [2, 0] (logits 2, -1, 0.5) and class 0 at the last pixel", x, a, k,
-             "the map of class 3 at [2, 0] is the highest of the three probabilities, σ(2) = 0.881: max, not mean or sum")
+        cases.append(("class 3 seen by all three anchors at [2, 0] (logits 2, -1, 0.5) and class 0 at the last pixel", x, a, k,
+                      "the map of class 3 at [2, 0] is the highest of the three probabilities, σ(2) = 0.881: max, not mean "
+                      "or sum"))
 
         x = torch.full((a * k, h, w), -200.0)
         x[1 * k + 2, 0, 1], x[0 * k + 2, 0, 1], x[2 * k + 0, 3, 2], x[1 * k + 1] = 200.0, -30.0, 30.0, -30.0
-        case(c, "saturated logits (±30, ±200)", x, a, k,
-             "σ(200) = 1 and σ(-200) = 0: torch.sigmoid handles any logit")
+        cases.append(("saturated logits (±30, ±200)", x, a, k, "σ(200) = 1 and σ(-200) = 0: torch.sigmoid handles any logit"))
 
-        g = torch.Generator().manual_seed(3)
         a, k, h, w = 9, 5, 6, 7
-        x = torch.randn(a * k, h, w, generator=g) * 3
-        case(c, "random logits, A = 9 anchors, K = 5 classes, a 6 x 7 map", x, a, k,
-             f"the max over the 9 anchors of σ(logit), for each class and location. {_LAYOUT}")
+        x = torch.randn(a * k, h, w, generator=torch.Generator().manual_seed(3)) * 3
+        cases.append(("random logits, A = 9 anchors, K = 5 classes, a 6 x 7 map", x, a, k,
+                      f"the max over the 9 anchors of σ(logit), for each class and location. {_LAYOUT}"))
+        grid = dict(row_name="row", col_name="column")
+        c.run_cases(fn, [Case(name, (x, a, k), _reference(x, a, k), hint, _mistakes(x, a, k), grid, _ERRORS)
+                         for name, x, a, k, hint in cases], read=_read_map)
 
     return Checker.run("class heat map", body)

@@ -22,9 +22,8 @@ because B was removed), two separate clusters, N = 0, N = 1, random boxes agains
 any integer dtype (torchvision returns int64; int32 indexes as well); floats are refused (they cannot index), and
 so are boolean masks (they lose the order by score).
 
-Mistakes are offered through a `_Sieve`: once a case has told a mistake's answer apart from the right one, a
-student who passed that case cannot be making it, so later cases (where it may give the same wrong answer as
-another mistake) no longer name it.
+Both run their cases through `Checker.run_cases` (see `_check`): a mistake that a passed case told apart from the
+right answer is never named afterwards, and a wrong number of candidates or of kept boxes is said as such.
 """
 
 from __future__ import annotations
@@ -32,49 +31,9 @@ from __future__ import annotations
 import torch
 
 from ..postprocess import top_candidates
-from ._check import Checker, CheckResult, _as_tensor, _close
+from ._check import Case, Checker, CheckResult
 
 __all__ = ["check_nms", "check_select_candidates"]
-
-
-class _Sieve:
-    """The known mistakes still possible: a mistake whose answer differed from the right one on a case the student
-    passed is ruled out, so it is not named on a later case where it may collide with another mistake."""
-
-    def __init__(self) -> None:
-        self.ruled_out: set[str] = set()
-
-    def offer(self, mistakes: dict) -> dict:
-        return {k: v for k, v in mistakes.items() if k not in self.ruled_out}
-
-    def passed(self, mistakes: dict, want, tol: float = 1e-4) -> None:
-        want = _as_tensor(want)
-        for k, (answer, _) in mistakes.items():
-            w = _as_tensor(answer)
-            if w is None or w.shape != want.shape or not bool(_close(w, want, tol).all()):
-                self.ruled_out.add(k)
-
-    def named(self, got, mistakes: dict, want, tol: float = 1e-4) -> bool:
-        """Whether `c.compare` will name one of the offered mistakes for the answer `got`."""
-        t, want = _as_tensor(got), _as_tensor(want)
-        if t is None or t.numel() == 0:
-            return False
-        for answer, _ in self.offer(mistakes).values():
-            w = _as_tensor(answer)
-            if w is not None and w.shape == t.shape and not (w.shape == want.shape and bool(_close(w, want, tol).all())) \
-                    and bool(_close(t.double(), w.double(), tol).all()):
-                return True
-        return False
-
-    def compare(self, c: Checker, case: str, got, want, *, mistakes: dict, **kwargs) -> None:
-        """`c.compare` with the mistakes not yet ruled out; on success, rules out those that this case told apart."""
-        c.compare(case, got, want, mistakes=self.offer(mistakes), **kwargs)
-        self.passed(mistakes, want, kwargs.get("tol", 1e-4))
-
-
-_BOOL_IN_IF = {"Boolean value of Tensor with more than one value is ambiguous": (
-    "tensor_in_if", "`if` (or `and`/`or`) got a tensor of several values: compare one pair at a time (`.item()`), or "
-                    "keep whole tensors and combine masks with & and |")}
 
 
 # ---- candidates -------------------------------------------------------------------------------------------
@@ -150,28 +109,35 @@ def _select_mistakes(logits: torch.Tensor, t: float, k: int) -> dict:
     }
 
 
-def _candidates_table(c: Checker, case: str, out, want: torch.Tensor) -> torch.Tensor:
-    """The student's (scores, anchor_index, class_index) as an (N, 3) float64 table, or fail with why not."""
+def _read_candidates(c: Checker, case: Case, out) -> torch.Tensor:
+    """The student's (scores, anchor_index, class_index) as an (N, 3) float64 table, or fail with why not; float
+    indices (on an otherwise right answer) and no candidate at all are named before the comparison."""
+    name, want = case.name, case.want
     if torch.is_tensor(out):
         what = " (one (N, 3) table)" if out.dim() == 2 and out.shape[-1] == 3 else ""
-        c.fail(f"{case}: your function returned one tensor{what}; return a tuple of three 1-D tensors "
+        c.fail(f"{name}: your function returned one tensor{what}; return a tuple of three 1-D tensors "
                "(scores, anchor_index, class_index)", "not_a_tuple")
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         n = f" of {len(out)}" if isinstance(out, (tuple, list)) else ""
-        c.fail(f"{case}: your function returned a {type(out).__name__}{n}; return a tuple of three 1-D tensors "
+        c.fail(f"{name}: your function returned a {type(out).__name__}{n}; return a tuple of three 1-D tensors "
                "(scores, anchor_index, class_index)", "not_a_tuple")
-    parts = [_as_tensor(p) for p in out]
-    for name, p in zip(SELECT_COLUMNS, parts):
-        if p is None or not torch.is_tensor(out[SELECT_COLUMNS.index(name)]):
-            c.fail(f"{case}: {name} is a {type(out[SELECT_COLUMNS.index(name)]).__name__}; return torch tensors", "not_a_tensor")
+    for column, p in zip(SELECT_COLUMNS, out):
+        if not torch.is_tensor(p):
+            c.fail(f"{name}: {column} is a {type(p).__name__}; return torch tensors", "not_a_tensor")
         if p.dim() != 1:
-            c.fail(f"{case}: {name} has shape {tuple(p.shape)}; each of the three is 1-D, one value per candidate "
+            c.fail(f"{name}: {column} has shape {tuple(p.shape)}; each of the three is 1-D, one value per candidate "
                    f"(expected ({len(want)},)){' (squeeze the extra dimension)' if p.dim() == 2 and 1 in p.shape else ''}",
                    "shape")
-    if len({len(p) for p in parts}) > 1:
-        c.fail(f"{case}: scores, anchor_index and class_index have {', '.join(str(len(p)) for p in parts)} entries; "
+    if len({len(p) for p in out}) > 1:
+        c.fail(f"{name}: scores, anchor_index and class_index have {', '.join(str(len(p)) for p in out)} entries; "
                "they describe the same candidates, one entry each", "shape")
-    return torch.stack([p.double() for p in parts], 1) if len(parts[0]) else torch.zeros(0, 3, dtype=torch.float64)
+    table = torch.stack([p.detach().double() for p in out], 1) if len(out[0]) else torch.zeros(0, 3, dtype=torch.float64)
+    if table.shape == want.shape and bool(torch.allclose(table, want, rtol=1e-4, atol=1e-4)):
+        _int_dtype(c, name, "anchor_index", out[1].detach())
+        _int_dtype(c, name, "class_index", out[2].detach())
+    if table.numel() == 0 and want.numel() > 0:
+        c.fail(f"{name}: you returned no candidate, expected {len(want)}. Hint: {case.hint}", "empty")
+    return table
 
 
 def _int_dtype(c: Checker, case: str, what: str, t: torch.Tensor) -> None:
@@ -185,7 +151,6 @@ def check_select_candidates(fn) -> CheckResult:
     """Check `fn(logits (A, K), score_thresh=0.05, topk=1000) -> (scores (N,), anchor_index (N,), class_index (N,))`."""
 
     def body(c: Checker):
-        sieve = _Sieve()
         A, K = 3, 4
 
         def logits_with(values: dict) -> torch.Tensor:
@@ -212,47 +177,30 @@ def check_select_candidates(fn) -> CheckResult:
             ("nothing above the threshold", logits_with({}), 0.05, 1000,
              "no score exceeds 0.05: return three empty tensors (the indices still of an integer dtype)"),
         ]
-        errors = {**_BOOL_IN_IF, "selected index k out of range": (
+        errors = {"selected index k out of range": (
             "topk_too_big", "torch.topk(x, k) needs k <= x.numel(), and there may be fewer than topk candidates: use "
                             "min(topk, x.numel())")}
-        for name, x, t, k, hint in cases:
-            got = c.call(name, fn, x, t, k, expect_tensor=False, error_hints=errors)
-            _compare_candidates(c, sieve, name, got, x, t, k, hint)
-
+        cases = [(name, (x, t, k), hint) for name, x, t, k, hint in cases]
         x = logits_with({(0, 3): -2.5, (1, 1): -3.5, (2, 0): 1.0})
-        name = "the default score_thresh = 0.05, called as fn(logits)"
-        got = c.call(name, fn, x, expect_tensor=False, error_hints=errors)
-        _compare_candidates(c, sieve, name, got, x, 0.05, 1000,
-                            "the default score_thresh is the paper's 0.05: σ(-2.5) ≈ 0.076 is above it, σ(-3.5) ≈ 0.029 "
-                            "is not")
+        cases.append(("the default score_thresh = 0.05, called as fn(logits)", (x,),
+                      "the default score_thresh is the paper's 0.05: σ(-2.5) ≈ 0.076 is above it, σ(-3.5) ≈ 0.029 is not"))
         g = torch.Generator().manual_seed(0)  # 1200 evenly spaced logits in a random order, 1200 above 0.05
         x = torch.linspace(-2.0, 4.0, 1200)[torch.randperm(1200, generator=g)].reshape(400, 3)
-        name = "the default topk = 1000, on 400 anchors x 3 classes, called as fn(logits)"
-        got = c.call(name, fn, x, expect_tensor=False, error_hints=errors)
-        _compare_candidates(c, sieve, name, got, x, 0.05, 1000,
-                            "all 1200 scores are above 0.05; the default topk is the paper's 1000: keep the best 1000")
+        cases.append(("the default topk = 1000, on 400 anchors x 3 classes, called as fn(logits)", (x,),
+                      "all 1200 scores are above 0.05; the default topk is the paper's 1000: keep the best 1000"))
         for seed, (a, k_, t, k) in enumerate([(50, 7, 0.05, 30), (20, 9, 0.3, 500)], start=1):
-            g = torch.Generator().manual_seed(seed)
-            x = torch.randn(a, k_, generator=g) * 2 - 3
-            name = f"random logits, {a} anchors x {k_} classes, score_thresh = {t}, topk = {k}"
-            got = c.call(name, fn, x, t, k, expect_tensor=False, error_hints=errors)
-            _compare_candidates(c, sieve, name, got, x, t, k, "threshold σ(logits) at score_thresh, sort, keep the top-k")
+            x = torch.randn(a, k_, generator=torch.Generator().manual_seed(seed)) * 2 - 3
+            cases.append((f"random logits, {a} anchors x {k_} classes, score_thresh = {t}, topk = {k}", (x, t, k),
+                          "threshold σ(logits) at score_thresh, sort, keep the top-k"))
+        table = dict(columns=SELECT_COLUMNS, row_name="candidate", items="candidates")
+        c.run_cases(fn, [Case(name, args, _reference_candidates(*_defaults(*args)), hint, _select_mistakes(*_defaults(*args)),
+                              table, errors) for name, args, hint in cases], expect=None, read=_read_candidates)
 
     return Checker.run("candidate selection", body)
 
 
-def _compare_candidates(c: Checker, sieve: _Sieve, name: str, got, x: torch.Tensor, t: float, k: int, hint: str) -> None:
-    want = _reference_candidates(x, t, k)
-    table = _candidates_table(c, name, got, want)
-    mistakes = _select_mistakes(x, t, k)
-    if table.shape == want.shape and bool(_close(table, want, 1e-4).all()) or table.numel() == 0 == want.numel():
-        _int_dtype(c, name, "anchor_index", _as_tensor(got[1]))
-        _int_dtype(c, name, "class_index", _as_tensor(got[2]))
-    if table.numel() == 0 and want.numel() > 0:
-        c.fail(f"{name}: you returned no candidate, expected {len(want)}. Hint: {hint}", "empty")
-    if len(table) != len(want) and not sieve.named(table, mistakes, want):
-        c.fail(f"{name}: you returned {len(table)} candidates, expected {len(want)}. Hint: {hint}", "count")
-    sieve.compare(c, name, table, want, mistakes=mistakes, hint=hint, columns=SELECT_COLUMNS, row_name="candidate")
+def _defaults(logits: torch.Tensor, score_thresh: float = 0.05, topk: int = 1000) -> tuple:
+    return logits, score_thresh, topk
 
 
 # ---- NMS --------------------------------------------------------------------------------------------------
@@ -334,21 +282,19 @@ _SELF = ("you kept no box at all, though the best box is always kept. Did you co
          "with itself is 1 > iou_threshold: compare each box only with the boxes kept before it")
 
 
-def _compare_indices(c: Checker, sieve: _Sieve, case: str, got, want: torch.Tensor, mistakes: dict, hint: str) -> None:
-    t = _as_tensor(got)
-    if t is not None and t.dtype == torch.bool:
-        c.fail(f"{case}: {mistakes['mask'][1]}", "mask")
-    if t is not None and t.numel() == 0 and want.numel() > 0:
-        c.fail(f"{case}: {_SELF}", "self_suppress")
-    if t is not None and t.dim() == 2 and t.shape[1] == 1:
-        c.fail(f"{case}: your answer has shape {tuple(t.shape)}, expected ({len(want)},): one index per kept box. "
+def _read_indices(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """A mask, no box kept, a (K, 1) column and float indices are named before the comparison."""
+    t, want = got.detach(), case.want
+    if t.dtype == torch.bool:
+        c.fail(f"{case.name}: {case.mistakes['mask'][1]}", "mask")
+    if t.numel() == 0 and want.numel() > 0:
+        c.fail(f"{case.name}: {_SELF}", "self_suppress")
+    if t.dim() == 2 and t.shape[1] == 1:
+        c.fail(f"{case.name}: your answer has shape {tuple(t.shape)}, expected ({len(want)},): one index per kept box. "
                "torch.nonzero(mask) returns a column (K, 1): take .squeeze(1)", "shape")
-    if t is not None and t.is_floating_point() and t.shape == want.shape and bool((t.double() == want.double()).all()):
-        _int_dtype(c, case, "your answer", t)
-    if t is not None and t.dim() == 1 and len(t) != len(want) and not sieve.named(t, mistakes, want):
-        show = lambda x: f" {x.tolist()}" if len(x) <= 8 else ""
-        c.fail(f"{case}: you kept {len(t)} boxes{show(t)}, expected {len(want)}{show(want)}. Hint: {hint}", "count")
-    sieve.compare(c, case, got, want, mistakes=mistakes, hint=hint, exact_dtype="int")
+    if t.is_floating_point() and t.shape == want.shape and bool((t.double() == want.double()).all()):
+        _int_dtype(c, case.name, "your answer", t)
+    return got
 
 
 def check_nms(fn) -> CheckResult:
@@ -356,7 +302,6 @@ def check_nms(fn) -> CheckResult:
     from torchvision.ops import nms
 
     def body(c: Checker):
-        sieve = _Sieve()
         B = lambda *rows: torch.tensor(rows, dtype=torch.float32)
         S = lambda *v: torch.tensor(v, dtype=torch.float32)
         cases = [
@@ -383,23 +328,22 @@ def check_nms(fn) -> CheckResult:
              "no boxes: return an empty tensor of indices, torch.zeros(0, dtype=torch.long)"),
             ("one box (N = 1)", B([5, 5, 15, 25]), S(0.3), 0.5, "a single box is always kept: [0]"),
         ]
-        empty = {**_BOOL_IN_IF,
-                 **{text: ("empty_input", "with no boxes (N = 0) there is nothing to keep: return torch.zeros(0, "
-                                          "dtype=torch.long) before reducing or indexing")
-                    for text in ("numel() == 0", "no elements", "out of bounds", "out of range", "empty")}}
-        for name, boxes, scores, thr, hint in cases:
-            got = c.call(name, fn, boxes, scores, thr, error_hints=empty if len(boxes) == 0 else _BOOL_IN_IF)
-            want = torch.tensor(_greedy(boxes, scores, thr), dtype=torch.long)
-            _compare_indices(c, sieve, name, got, want, _nms_mistakes(boxes, scores, thr), hint)
+        empty = {text: ("empty_input", "with no boxes (N = 0) there is nothing to keep: return torch.zeros(0, "
+                                       "dtype=torch.long) before reducing or indexing")
+                 for text in ("numel() == 0", "no elements", "out of bounds", "out of range", "empty")}
+        indices = dict(exact_dtype="int", items="kept boxes")
+        cases = [Case(name, (boxes, scores, thr), torch.tensor(_greedy(boxes, scores, thr), dtype=torch.long), hint,
+                      _nms_mistakes(boxes, scores, thr), indices, empty if len(boxes) == 0 else None)
+                 for name, boxes, scores, thr, hint in cases]
         for seed, (n, thr) in enumerate([(40, 0.5), (60, 0.3), (30, 0.7)]):
             g = torch.Generator().manual_seed(100 + seed)
             xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 40
             boxes = torch.cat([xy, xy + 8 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 30], 1)
             scores = torch.rand(n, generator=g, dtype=torch.float64)
-            name = f"{n} random boxes, iou_threshold = {thr}, against torchvision.ops.nms"
-            got = c.call(name, fn, boxes.float(), scores.float(), thr, error_hints=_BOOL_IN_IF)
-            _compare_indices(c, sieve, name, got, nms(boxes, scores, thr), _nms_mistakes(boxes, scores, thr),
-                             "go down the boxes by decreasing score; keep a box unless its IoU with a box kept before "
-                             "is > iou_threshold")
+            cases.append(Case(f"{n} random boxes, iou_threshold = {thr}, against torchvision.ops.nms",
+                              (boxes.float(), scores.float(), thr), nms(boxes, scores, thr),
+                              "go down the boxes by decreasing score; keep a box unless its IoU with a box kept before "
+                              "is > iou_threshold", _nms_mistakes(boxes, scores, thr), indices))
+        c.run_cases(fn, cases, read=_read_indices)
 
     return Checker.run("non-maximum suppression", body)

@@ -20,7 +20,7 @@ import torch
 
 from ..loss import normalize_loss
 from ..matching import IGNORE
-from ._check import Checker, CheckResult, fmt
+from ._check import Case, Checker, CheckResult, fmt
 
 __all__ = ["check_normalized_loss"]
 
@@ -91,53 +91,57 @@ _NAN = ("an image without any box has 0 foreground anchors: divide by max(1, cou
         "count.clamp(min=1), so that its loss (its background anchors') is divided by 1, not by 0")
 
 
+def _read_loss(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """A loss that is not finite (an image without boxes divided by 0) is named before the comparison."""
+    t = got.detach()
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        c.fail(f"{case.name}: your loss is {fmt(float(t.flatten()[0]))}: {_NAN}", "no_max1")
+    return got
+
+
 def check_normalized_loss(fn) -> CheckResult:
     """Check `fn(loss (B, A), matched (B, A) int64) -> 0-d tensor`: per image Σ_{matched != -2} loss / max(1, N_fg),
     then the mean over the images."""
 
-    def case(c: Checker, name: str, loss: torch.Tensor, matched: torch.Tensor, hint: str) -> None:
-        got = c.call(name, fn, loss, matched, error_hints=_ERRORS)
-        t = got.detach()
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            c.fail(f"{name}: your loss is {fmt(float(t.flatten()[0]))}: {_NAN}", "no_max1")
-        c.compare(name, got, _reference(loss, matched), hint=hint, mistakes=_mistakes(loss, matched))
-
     def body(c: Checker):
+        cases = []
         loss = torch.tensor([[2.0, 0.5, 0.25, 3.0, 0.75, 1.5, 1.0]])
         matched = torch.tensor([[0, -1, -1, 1, -1, 0, -1]])
-        case(c, "one image: 3 foreground anchors (2 boxes), 4 background, none ignored", loss, matched,
-             "sum the loss of every anchor (foreground and background): 9, and divide by the number of foreground anchors "
-             "(matched >= 0): 3")
+        cases.append(("one image: 3 foreground anchors (2 boxes), 4 background, none ignored", loss, matched,
+                      "sum the loss of every anchor (foreground and background): 9, and divide by the number of foreground "
+                      "anchors (matched >= 0): 3"))
 
         loss = torch.tensor([[2.0, 0.5, 50.0, 3.0, 0.75, 40.0, 1.5]])
         matched = torch.tensor([[0, -1, -2, 1, -1, -2, 0]])
-        case(c, "one image with two ignored anchors of loss 50 and 40", loss, matched,
-             "anchors with matched == -2 are ignored: they add nothing to the sum and are not foreground; here "
-             "(2 + 0.5 + 3 + 0.75 + 1.5) / 3")
+        cases.append(("one image with two ignored anchors of loss 50 and 40", loss, matched,
+                      "anchors with matched == -2 are ignored: they add nothing to the sum and are not foreground; here "
+                      "(2 + 0.5 + 3 + 0.75 + 1.5) / 3"))
 
         loss = torch.tensor([[1.0, 2.0, 0.5, 0.5, 1.0, 0.0], [3.0, 1.0, 2.0, 2.0, 0.5, 1.5]])
         matched = torch.tensor([[0, -1, -1, -1, -1, -2], [0, 0, 1, -1, 1, -1]])
-        case(c, "two images, 1 and 4 foreground anchors", loss, matched,
-             "each image is divided by its own number of foreground anchors (5 / 1 and 10 / 4), then the mean over "
-             "the images: (5 + 2.5) / 2")
+        cases.append(("two images, 1 and 4 foreground anchors", loss, matched,
+                      "each image is divided by its own number of foreground anchors (5 / 1 and 10 / 4), then the mean "
+                      "over the images: (5 + 2.5) / 2"))
 
         loss = torch.tensor([[1.0, 2.0, 0.5, 1.0, 1.0], [0.25, 0.5, 9.0, 0.25, 1.0]])
         matched = torch.tensor([[0, 0, -1, -1, 1], [-1, -1, -2, -1, -1]])
-        case(c, "two images, the second without any box (no foreground anchor)", loss, matched,
-             f"the second image has no box: its loss is its background anchors' sum divided by max(1, 0) = 1. {_NAN}")
+        cases.append(("two images, the second without any box (no foreground anchor)", loss, matched,
+                      f"the second image has no box: its loss is its background anchors' sum divided by max(1, 0) = 1. {_NAN}"))
 
         g = torch.Generator().manual_seed(7)
         loss = torch.rand(3, 11, generator=g) * 4
         matched = torch.randint(-2, 3, (3, 11), generator=g)
         matched[0, :2] = torch.tensor([-2, 1])  # every kind in the first image
-        case(c, "3 random images of 11 anchors", loss, matched,
-             "per image: Σ loss over matched != -2, divided by max(1, number of matched >= 0); then the mean over images")
+        cases.append(("3 random images of 11 anchors", loss, matched,
+                      "per image: Σ loss over matched != -2, divided by max(1, number of matched >= 0); then the mean over "
+                      "images"))
+        c.run_cases(fn, [Case(name, (x, m), _reference(x, m), hint, _mistakes(x, m), error_hints=_ERRORS)
+                         for name, x, m, hint in cases], read=_read_loss)
 
         name = "the gradient: d loss / d loss[b, a] = 1 / (B · max(1, N_fg of image b)), 0 for ignored anchors"
         _, valid, fg, _ = _parts(loss, matched)
         want = valid.double() / fg.sum(dim=1, keepdim=True).clamp(min=1).double() / loss.shape[0]
-        c.call(name, fn, loss.clone().requires_grad_(True), matched, error_hints=_ERRORS)  # in-place edits of `loss` named
-        c.gradient(name, fn, loss, (matched,), want,
+        c.gradient(name, fn, loss, (matched,), want, error_hints=_ERRORS,  # in-place edits of `loss` named
                    hint="each anchor that is not ignored weighs 1 / max(1, N_fg) of its image, divided by B for the mean")
 
     return Checker.run("normalised classification loss", body)

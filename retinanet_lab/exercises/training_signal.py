@@ -23,50 +23,15 @@ tests/test_exercises_training_signal.py checks the formula against a freshly bui
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 
 from ..focal_loss import focal_loss
 from ..hard_examples import ohem_keep
 from ..heads import prior_bias
-from ._check import Checker, CheckResult, fmt
+from ._check import Case, Checker, CheckResult, fmt
 
 __all__ = ["check_ohem", "check_prior_bias", "check_first_loss"]
-
-
-@contextmanager
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a busy CPU a threaded max(dim=) takes milliseconds, not microseconds)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-def _run(name: str, body) -> CheckResult:
-    with _one_thread():
-        return Checker.run(name, body)
-
-
-def _number(c: Checker, case: str, got) -> torch.Tensor:
-    """A float, an int, a 0-d or one-element tensor (or numpy scalar) as a 0-d float64 tensor; else a specific hint."""
-    if isinstance(got, bool):
-        c.fail(f"{case}: your function returned a bool ({got}); return a number", "not_a_number")
-    if isinstance(got, (list, tuple)):
-        c.fail(f"{case}: your function returned a {type(got).__name__}; return one number (a float or a 0-d tensor)",
-               "not_a_number")
-    try:
-        t = torch.as_tensor(got.detach() if torch.is_tensor(got) else got, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        c.fail(f"{case}: your function returned {type(got).__name__}; return one number (a float or a 0-d tensor)",
-               "not_a_number")
-    if t.numel() != 1:
-        c.fail(f"{case}: your function returned {t.numel()} values, shape {tuple(t.shape)}; return one number: no "
-               "broadcasting over a tensor, and sum the examples' losses", "shape")
-    return t.reshape(())
 
 
 # ---- OHEM -----------------------------------------------------------------------------------------------
@@ -120,14 +85,17 @@ def _ohem_mistakes(loss: torch.Tensor, pos: torch.Tensor, ratio: float) -> dict:
     }
 
 
-def _indices_precheck(c: Checker, case: str, t: torch.Tensor, want: torch.Tensor) -> None:
-    if t.dtype in (torch.bool,) or t.is_floating_point() or t.dim() != 1:
-        return
+def _read_keep(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
+    """Indices of the kept examples instead of a mask are named before the comparison."""
+    t, want = got.detach(), case.want
+    if t.dtype == torch.bool or t.is_floating_point() or t.dim() != 1:
+        return got
     kept = set(torch.nonzero(want).flatten().tolist())
     values = t.tolist()
     if (t.shape != want.shape or any(v not in (0, 1) for v in values)) and set(values) == kept:
-        c.fail(f"{case}: you returned the indices of the kept examples, shape {tuple(t.shape)}; return a boolean mask of "
-               f"shape {tuple(want.shape)} (keep = torch.zeros_like(positive); keep[indices] = True)", "indices")
+        c.fail(f"{case.name}: you returned the indices of the kept examples, shape {tuple(t.shape)}; return a boolean mask "
+               f"of shape {tuple(want.shape)} (keep = torch.zeros_like(positive); keep[indices] = True)", "indices")
+    return got
 
 
 def check_ohem(fn) -> CheckResult:
@@ -158,15 +126,12 @@ def check_ohem(fn) -> CheckResult:
             pos[torch.randperm(n, generator=g)[:p]] = True
             cases.append((f"{n} examples, {p} positives, ratio {ratio}, random losses", loss, pos, ratio,
                           f"every positive, and the {ratio} · max(1, P) negatives of largest loss (all if fewer)"))
-        for name, loss, pos, ratio, hint in cases:
-            loss, pos = loss.float(), pos.bool()
-            got = c.call(name, fn, loss, pos, ratio, error_hints=_TOPK)
-            want = ohem_keep(loss[None], pos[None], None, ratio)[0]
-            _indices_precheck(c, name, got.detach(), want)
-            c.compare(name, got, want, hint=hint, mistakes=_ohem_mistakes(loss.double(), pos, ratio), exact_dtype="bool",
-                      row_name="example")
+        c.run_cases(fn, [Case(name, (loss.float(), pos.bool(), ratio), ohem_keep(loss.float()[None], pos.bool()[None], None, ratio)[0],
+                              hint, _ohem_mistakes(loss.float().double(), pos.bool(), ratio),
+                              dict(exact_dtype="bool", row_name="example"), _TOPK)
+                         for name, loss, pos, ratio, hint in cases], read=_read_keep)
 
-    return _run("OHEM", body)
+    return Checker.run("OHEM", body)
 
 
 _TOPK = {"selected index k out of range": ("k_too_large", "topk was asked for more negatives than there are: use "
@@ -209,17 +174,14 @@ def check_prior_bias(fn) -> CheckResult:
             (0.9, "π = 0.9 > 0.5 gives a positive bias: b = -log(0.1 / 0.9) = log 9 ≈ 2.197"),
             (0.001, "π = 0.001: b = -log 999 ≈ -6.907"),
         ]
-        for pi, hint in cases:
-            name = f"π = {fmt(pi)}"
-            got = _number(c, name, c.call(name, fn, pi, expect_tensor=False, error_hints=_FLOAT_TO_TORCH))
-            c.compare(name, got, torch.tensor(prior_bias(pi), dtype=torch.float64), hint=hint, mistakes=_bias_mistakes(pi),
-                      tol=1e-6)
+        c.run_cases(fn, [Case(f"π = {fmt(pi)}", (pi,), torch.tensor(prior_bias(pi), dtype=torch.float64), hint,
+                              _bias_mistakes(pi), dict(tol=1e-6), _FLOAT_TO_TORCH) for pi, hint in cases], expect="number")
         name = "σ(b) gives π back, for π = 0.03, 0.37, 0.75"
         pis = torch.tensor([0.03, 0.37, 0.75], dtype=torch.float64)
-        bs = torch.stack([_number(c, name, c.call(name, fn, float(p), expect_tensor=False)) for p in pis])
+        bs = torch.stack([c.call(name, fn, float(p), expect="number") for p in pis])
         c.compare(name, torch.sigmoid(bs), pis, hint="b is the logit of π: σ(b) = 1 / (1 + exp(-b)) = π", tol=1e-6)
 
-    return _run("prior bias", body)
+    return Checker.run("prior bias", body)
 
 
 # ---- the first loss -------------------------------------------------------------------------------------
@@ -314,9 +276,8 @@ def check_first_loss(fn) -> CheckResult:
             ("γ = 0.5, α = None, π = 0.2, 3 positives and 250 negatives", 0.2, 3, 250, 0.5, None,
              "(P (1-π)^γ (-log π) + N π^γ (-log(1-π))) / P, no α"),
         ]
-        for name, pi, p, n, gamma, alpha, hint in cases:
-            got = _number(c, name, c.call(name, fn, pi, p, n, gamma, alpha, expect_tensor=False, error_hints=_FIRST_ERRORS))
-            c.compare(name, got, _reference_first_loss(pi, p, n, gamma, alpha), hint=hint,
-                      mistakes=_first_mistakes(pi, p, n, gamma, alpha), tol=1e-5)
+        c.run_cases(fn, [Case(name, (pi, p, n, gamma, alpha), _reference_first_loss(pi, p, n, gamma, alpha), hint,
+                              _first_mistakes(pi, p, n, gamma, alpha), dict(tol=1e-5), _FIRST_ERRORS)
+                         for name, pi, p, n, gamma, alpha, hint in cases], expect="number")
 
-    return _run("first loss", body)
+    return Checker.run("first loss", body)
