@@ -6,9 +6,11 @@ Each anchor takes the ground-truth box it overlaps most. It is
     background  (BACKGROUND = -1)      if that IoU <  0.4,
     ignored     (IGNORE = -2)          in between: it gets no classification loss.
 
-With `allow_low_quality=True` (torchvision and Detectron do this) every box also claims the
-anchor(s) it overlaps most, ties included, even below 0.5, so that no object goes without a
-positive anchor. Such an anchor is then matched to its own best box, exactly as torchvision's
+With `allow_low_quality=True` (the default) every box also claims the anchor(s) it overlaps most,
+ties included, even below 0.5, so that no object goes without a positive anchor. The paper's text gives
+only the thresholds; it builds on "the assignment rule from RPN", whose condition (i) is this rule.
+torchvision keeps such a match at any IoU, as here; Detectron only at IoU >= 0.4 (it assigns background
+after it). Such an anchor is then matched to its own best box, exactly as torchvision's
 `Matcher` does. One guard torchvision lacks: a box that overlaps no anchor at all (IoU 0
 everywhere) claims nothing, instead of turning every non-overlapping anchor into foreground.
 

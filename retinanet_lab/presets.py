@@ -15,7 +15,8 @@ from .anchors import AnchorConfig
 __all__ = ["PRESETS", "preset"]
 
 PRESETS = {
-    # Lin et al. 2017: ResNet-50-FPN, 800 px, SGD 0.01 for batch 16 (scaled linearly), 90k iterations.
+    # Lin et al. 2017: ResNet-50-FPN, 800 px (the final results; Table 1's ablations use 600), SGD 0.01 for batch 16
+    # (scaled linearly to other batches, Goyal et al.), 90k iterations. max_size 1333 is Detectron's, not the paper's.
     "paper": {
         "model": dict(backbone="resnet50", fpn_channels=256, head_convs=4, head_channels=256, min_size=800, max_size=1333),
         "data": dict(image_size=512, difficulty=0.5),

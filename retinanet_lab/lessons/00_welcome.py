@@ -76,7 +76,7 @@ print(f"The classroom model: {info['parameters']:,} parameters, trained in {info
 # |---|---|---|---|
 # | [01](01_boxes_iou_coding.ipynb) | boxes, IoU and box coding | IoU, encode, decode | |
 # | [02](02_focal_loss.ipynb) | the focal loss against cross entropy (Figure 1) | the focal loss, in log space | γ, α, p_t |
-# | [03](03_anchors_matching.ipynb) | anchors and matching; the imbalance counted | anchor shapes, the 0.5 / 0.4 rule | sizes, ratios, thresholds, a box |
+# | [03](03_anchors_matching.ipynb) | anchors and matching; the imbalance counted | anchor shapes, 0.5 / 0.4 | sizes, ratios, a box |
 # | [04](04_hard_examples.ipynb) | where the loss goes (Figure 4); CE, α-CE, OHEM 1:3 and FL | OHEM 1:3 | γ, method |
 # | [05](05_architecture_prior.ipynb) | the architecture; the prior-probability bias | the prior bias, the first loss | π |
 # | [06](06_logits_to_detections.ipynb) | from logits to detections, step by step | candidate selection, NMS | threshold, top-k, NMS |

@@ -36,7 +36,6 @@
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from retinanet_lab import prior_bias
 from retinanet_lab.anatomy import format_table, parameter_table
 from retinanet_lab.classroom import load_classroom_model
 from retinanet_lab.viz import classroom_style

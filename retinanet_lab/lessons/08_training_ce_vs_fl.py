@@ -128,7 +128,7 @@ print("\nthe paper, Table 1 (a), α-balanced CE:", ", ".join(f"α={a:g}: {v}" fo
 # %%
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
 gammas = sorted({r["gamma"] for r in runs if r["alpha"] is not None and r["gamma"] > 0})
-for k, a in enumerate((0.25, 0.5, 0.75)):
+for a in (0.25, 0.5, 0.75):
     points = [(g, r["AP"]) for g in gammas for r in runs if r["gamma"] == g and r["alpha"] == a]
     means = [np.mean([v for gg, v in points if gg == g]) for g in gammas]
     line, = ax.plot(gammas, means, "-", label=f"FL, α = {a}")
