@@ -2,15 +2,18 @@
 (a, b) and section 4.1), precomputed for the notebooks:
 
     python assets/make_ablations.py                 # both files; about 25 minutes on a 2-core CPU
-    python assets/make_ablations.py --only prior    # assets/ablation_prior.json alone (about 2 minutes)
+    python assets/make_ablations.py --only prior    # retinanet_lab/assets/ablation_prior.json alone (about 15 minutes)
+    python assets/make_ablations.py --only recipes  # only its cross-entropy recipes part (about 12 minutes)
     python assets/make_ablations.py --device cuda   # the same runs on a GPU
     python assets/make_ablations.py --only loss --resume   # finish an interrupted sweep
 
-- assets/ablation_loss.json: cross entropy, α-balanced CE (α in {0.25, 0.5, 0.75}) and the focal loss for γ in
+- retinanet_lab/assets/ablation_loss.json: cross entropy, α-balanced CE (α in {0.25, 0.5, 0.75}) and the focal loss for γ in
   {0.5, 1, 2, 5} x α in {0.25, 0.5, 0.75}, each trained from scratch for the same steps with several seeds:
   final COCO AP / AP50 / AP75 on 200 fresh images and the loss curves.
-- assets/ablation_prior.json: the first iterations with the prior-probability bias π = 0.01 (the paper's
-  initialisation) against π = 0.5, with the focal loss: the classification loss at every step.
+- retinanet_lab/assets/ablation_prior.json: the first iterations with the prior-probability bias π = 0.01 (the paper's
+  initialisation) against π = 0.5: with the focal loss and the classroom recipe ("runs"), and with cross entropy
+  and the paper's plain SGD, adding one at a time the ingredients that hide the difference ("recipes": GroupNorm in
+  the subnets, gradient clipping, AdamW). The classification loss at every step.
 
 Every run uses the classroom preset (model, data, optimiser) with a shorter schedule than the shipped model.
 """
@@ -34,7 +37,7 @@ from retinanet_lab.evaluate import evaluate
 from retinanet_lab.presets import preset
 from retinanet_lab.train import TrainingDiverged, fit
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "retinanet_lab" / "assets"  # shipped inside the package
 ALPHAS = (0.25, 0.5, 0.75)
 GAMMAS = (0.5, 1.0, 2.0, 5.0)
 
@@ -125,21 +128,62 @@ def run_prior(args) -> None:
                          "loss": [[r["step"], round(r["classification"], 5), round(r["bbox_regression"], 5)] for r in records]})
             print(f"prior {prior}: seed {seed}: first loss {records[0]['classification']:.2f}, last {records[-1]['classification']:.3f}",
                   flush=True)
+    out["recipes"] = run_recipes(args)
+    out["recipes_loss_fn"] = "CE (γ = 0, no α)"
     write("ablation_prior.json", out)
+
+
+# Cross entropy from π = 0.01 and π = 0.5 (the paper's §5.1: CE "without any modifications to the initialization ...
+# fails quickly, with the network diverging"), with the paper's SGD and then one ingredient at a time that hides it.
+RECIPES = {
+    "paper": ("the paper's subnets (no normalisation), SGD 0.01, no clipping", {"norm": None},
+              {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": None}),
+    "groupnorm": ("+ GroupNorm in the subnets (the classroom model)", {}, {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": None}),
+    "clip": ("+ gradient clipping at norm 10", {"norm": None}, {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": 10.0}),
+    "adamw": ("+ AdamW 5e-3 instead of SGD", {"norm": None}, {"optimizer": "adamw", "lr": 5e-3, "clip_grad_norm": None}),
+}
+
+
+def run_recipes(args) -> list[dict]:
+    cfg = preset("classroom")
+    train = ShapesDataset(16 * args.prior_steps, seed=0, transform=train_transforms(), **cfg["data"])
+    runs = []
+    for key, (label, model_kw, train_kw) in RECIPES.items():
+        for prior in (0.01, 0.5):
+            torch.manual_seed(0)
+            model = RetinaNet(5, prior_prob=prior, focal_gamma=0.0, focal_alpha=None, **{**cfg["model"], **model_kw})
+            records = []
+            kw = {**cfg["train"], "warmup_steps": 0, "schedule": "constant", **train_kw}
+            try:
+                fit(model, train, epochs=1, seed=0, progress=False, verbose=False, device=args.device, log_every=1,
+                    callbacks=[lambda e, info, records=records: records.append(info) if e == "step" else None], **kw)
+                diverged = None
+            except TrainingDiverged as e:
+                diverged = str(e).split(")")[0] + ")"  # e.g. "step 5: the classification loss is nan (lr 0.01)"
+            runs.append({"recipe": key, "label": label, "prior": prior, "seed": 0, "diverged": diverged,
+                         "loss": [[r["step"], round(r["classification"], 5), round(r["bbox_regression"], 5)] for r in records]})
+            last = records[-1]["classification"] if records else float("nan")
+            print(f"{key:10s} prior {prior}: first loss {records[0]['classification']:.1f}, last {last:.3g}"
+                  + (f", diverged ({diverged})" if diverged else ""), flush=True)
+    return runs
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=("loss", "prior"), help="make one of the two files")
+    p.add_argument("--only", choices=("loss", "prior", "recipes"), help="make one of the two files, or only the CE recipes")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds per configuration (default 0 1)")
     p.add_argument("--images", type=int, default=1920, help="training images per run (default 1920)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2: 240 steps of 16 images)")
     p.add_argument("--prior-steps", type=int, default=100, help="steps of the prior runs (default 100)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--resume", action="store_true", help="keep the finished runs of assets/ablation_loss.json, run the rest")
+    p.add_argument("--resume", action="store_true", help="keep the finished runs of retinanet_lab/assets/ablation_loss.json, run the rest")
     args = p.parse_args(argv)
     if args.only in (None, "prior"):
         run_prior(args)
+    if args.only == "recipes":  # keep the classroom-recipe runs, redo the cross-entropy recipes
+        out = json.loads((HERE / "ablation_prior.json").read_text())
+        out.update(recipes=run_recipes(args), recipes_loss_fn="CE (γ = 0, no α)", date=datetime.date.today().isoformat())
+        write("ablation_prior.json", out)
     if args.only in (None, "loss"):
         run_loss_grid(args)
     return 0
