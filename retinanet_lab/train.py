@@ -199,6 +199,7 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     steps_per_epoch = len(_epoch_batches(len(train_data), batch_size, seed, 0, True, rank, world))
     total = epochs * steps_per_epoch
     warmup = min(500, total // 10) if warmup_steps is None else warmup_steps
+    lr_given = lr is not None
     lr = scaled_lr(batch_size * world, base_lr) if lr is None else lr
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
@@ -237,10 +238,11 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
             raise FileNotFoundError(f"resume checkpoint not found: {path}")
     if verbose:
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
+        rule = scaled_lr(batch_size * world, base_lr)
+        how = (f"given; the linear scaling rule would give {rule:g} for batch {batch_size * world}" if lr_given else
+               f"{base_lr:g} x {batch_size * world}/16 by the linear scaling rule")
         print(f"training on {where} for {total} steps ({epochs} epochs x {steps_per_epoch}); {type(optimizer).__name__}, lr = {lr:g} "
-              f"({base_lr:g} x {batch_size * world}/16 by the linear scaling rule"
-              f"{'' if lr == scaled_lr(batch_size * world, base_lr) else ', overridden'}), "
-              f"{warmup} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
+              f"({how}), {warmup} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
 
     def checkpoint():
         if ckpt_path:

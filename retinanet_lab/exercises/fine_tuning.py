@@ -49,11 +49,11 @@ def _std_hint(std: float, fan_in: int) -> tuple[str, str | None]:
                 "N(0, 0.01²) means σ = 0.01: nn.init.normal_(w, mean=0.0, std=0.01)", "variance_as_std")
     if abs(std - 0.01 / math.sqrt(3)) < 0.0005:
         return (f"the weights' standard deviation is {fmt(std)}: that of a uniform distribution on ±0.01 "
-                "(nn.init.uniform_(w, -0.01, 0.01)). The paper draws from a Gaussian with σ = 0.01: "
+                "(nn.init.uniform_(w, -0.01, 0.01)). Detectron and torchvision draw from a Gaussian with σ = 0.01: "
                 "nn.init.normal_(w, std=0.01)", "uniform_init")
     if abs(std - default) < 0.1 * default:
         return (f"the weights' standard deviation is {fmt(std)}, PyTorch's default initialisation of a new "
-                f"nn.Conv2d (uniform, ±1/√fan_in). The paper fills them from a Gaussian with σ = 0.01: "
+                f"nn.Conv2d (uniform, ±1/√fan_in). Detectron and torchvision fill this layer from a Gaussian with σ = 0.01: "
                 "nn.init.normal_(conv.weight, std=0.01)", "default_init")
     a, b = pair(std, 0.01)
     return (f"the weights' standard deviation is {a}, expected {b} (σ = 0.01): nn.init.normal_(conv.weight, std=0.01)",

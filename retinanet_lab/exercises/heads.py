@@ -1,4 +1,4 @@
-"""Check for the live-detections lesson (08): a class heat map from the classification subnet's raw output (paper
+"""Check for the live-detections lesson (09): a class heat map from the classification subnet's raw output (paper
 §4, "Classification Subnet": the last convolution has K·A outputs per location, with sigmoid activations).
 
 The student writes `fn(cls_logits (A*K, H, W), num_anchors, num_classes) -> (K, H, W)`: for each class and

@@ -1,4 +1,4 @@
-"""Check for the training lesson (07): how the classification loss of a batch is normalised (paper §4.1, "Focal
+"""Check for the training lesson (08): how the classification loss of a batch is normalised (paper §4.1, "Focal
 Loss": "the total focal loss of an image is computed as the sum of the focal loss over all ~100k anchors,
 normalized by the number of anchors assigned to a ground-truth box").
 

@@ -33,7 +33,8 @@
 #   where $(x, y)$ and $(x_a, y_a)$ are the **centres** of the box and of the anchor, and $w, h$ and $w_a, h_a$ their
 #   widths and heights. A shift is measured in units of the anchor's size and a change of size as a log ratio, so the
 #   targets are small numbers around 0 for a 16 px anchor as for a 512 px one: easy to regress with one set of
-#   weights shared by all pyramid levels. The paper takes this parameterization from R-CNN (§4).
+#   weights shared by all pyramid levels (the feature maps at several resolutions on which anchors sit, lesson 03).
+#   The paper takes this parameterization from R-CNN (§4).
 #
 # Module: `retinanet_lab/boxes.py`.
 
@@ -122,8 +123,8 @@ print(check_iou(my_iou))
 #
 # Write `my_encode_boxes(gt_boxes, anchors)`: both are `(N, 4)` tensors of corners `(x1, y1, x2, y2)` (width = `x2 - x1`,
 # no "+1"), row `i` of `gt_boxes` being the object assigned to anchor `i`. Return the `(N, 4)` tensor of
-# `(dx, dy, dw, dh)`, one row per anchor. Dividing by the anchor's size makes the targets the same for a small and a
-# large object; the log makes "twice as wide" (+0.69) and "half as wide" (-0.69) symmetric.
+# `(dx, dy, dw, dh)`, one row per anchor. Dividing by the anchor's size makes the targets scale-free (a shift of a
+# quarter of the anchor's width is dx = 0.25 on a 16 px anchor as on a 512 px one); the log makes "twice as wide" (+0.69) and "half as wide" (-0.69) symmetric.
 
 # %% tags=["exercise"]
 import torch
@@ -222,9 +223,10 @@ print(check_decode_boxes(my_decode_boxes))
 # **Before class.** Nothing to run ahead: the lesson runs in seconds. Have the paper open at §4 ("Anchors", "Box
 # Regression Subnet") and a sheet of squared paper for drawing two boxes and their intersection.
 #
-# **In class.** Let students write IoU first (15 min). The check's hand-made cases go one idea at a time: boxes that do
-# not overlap, boxes apart in both directions (the clamp must be on each side, not on the product), a box inside
-# another, then 4 × 3 boxes (every pair: broadcasting). Then encoding (10 min) and decoding (10 min). The decoding
+# **In class.** Let students write IoU first (15 min). The check's hand-made cases go one idea at a time: a box with
+# itself, boxes that do not overlap, boxes apart in both directions (the clamp must be on each side, not on the
+# product), boxes touching along an edge, half overlap, a box inside another, a box over a corner; then 4 × 3 boxes
+# (every pair: broadcasting) and 7 × 5 random boxes. Then encoding (10 min) and decoding (10 min). The decoding
 # check also encodes the student's boxes and compares them with the deltas: decode must invert encode.
 #
 # **Misconceptions.** (x, y) in the formulas are *centres*, not corners. Width is `x2 - x1`, without the "+1 pixel"

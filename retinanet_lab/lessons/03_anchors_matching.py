@@ -15,7 +15,7 @@
 # - **Prerequisites.** Lesson 01 (IoU); lesson 02 (why the imbalance matters).
 # - **Time.** 40 min in class
 # - **Runs in.** 15 s on a 2-core laptop CPU
-# - **Paper.** §4 "Anchors" and "Feature Pyramid Network Backbone"; §5.1 Table 1 (c); the RPN rule it builds on
+# - **Paper.** §4 "Anchors" and "Feature Pyramid Network Backbone"; §5.2 "Anchor Density" (Table 1 (c)); the RPN rule it builds on
 #   (Faster R-CNN §3.1.2).
 
 # %% [markdown]
@@ -50,6 +50,8 @@ print(format_table(level_table(paper, 512, 512)))
 # - the aspect ratio is **height / width** (torchvision's convention and this package's): ratio 2 is a tall anchor;
 # - no rounding and no truncation (32 · 2^(1/3) = 40.32, not 40). Rows may come in any order.
 #
+# `size` is a float, `scales` and `aspect_ratios` are tuples of floats; return a float tensor.
+#
 # Hint: with area a² and h / w = r, w = a / √r and h = a · √r.
 
 # %% tags=["exercise"]
@@ -83,7 +85,8 @@ print(check_anchor_shapes(my_anchor_shapes))
 # "low-quality match" becomes foreground, matched to its own best box. The paper's text states only the 0.5 / 0.4
 # thresholds; it says it uses "the assignment rule from RPN [28] but modified for multiclass detection and with adjusted
 # thresholds", and that RPN rule has this condition. Detectron keeps such a match only if its IoU is at least 0.4
-# (background is assigned after it); torchvision, and this lab, at any IoU above 0.
+# (background is assigned after it). torchvision keeps it at any IoU, even 0: a box that overlaps no anchor at all then
+# claims every anchor. This lab keeps it at any IoU above 0.
 #
 # Modules: `retinanet_lab/anchors.py`, `retinanet_lab/matching.py`.
 
@@ -202,14 +205,15 @@ for ratios in ((0.5, 1.0, 2.0), (0.5, 1.0, 2.0, 4.0)):
 
 # %% [markdown]
 # No 5:1 box reaches IoU 0.5 with a 2:1 anchor of any size: a 2:1 box centred on a 5:1 box overlaps it at IoU 0.46 at
-# best. Adding one ratio fixes it (at the cost of 4 more anchors per location: A = 12). The
-# paper's Table 1 (c) shows what anchor density buys on COCO: 30.3 AP with one square anchor, 34.0 with 3 scales and 3
+# best (0.47 with torchvision's rounded anchors: still below 0.5). Adding one ratio fixes it (at the cost of 3 more
+# anchors per location, one per scale: A = 12). The paper's Table 1 (c) (§5.2) shows what anchor density buys on COCO: 30.3 AP with one square anchor, 34.0 with 3 scales and 3
 # ratios.
 
 # %% [markdown]
 # ## Recap
 #
-# * 9 anchors per location (3 scales × 3 aspect ratios) on P3 to P7, 32 to 813 px; ∼100k per image at 600 px.
+# * 9 anchors per location (3 scales × 3 aspect ratios) on P3 to P7, 32 to 813 px; about 90k per image at the
+#   ablations' 600 px (the paper's "∼100k").
 # * Best IoU ≥ 0.5: foreground; < 0.4: background; between: ignored. Each object also claims its best anchor(s)
 #   (the RPN rule, on by default here).
 # * Hundreds to thousands of negative examples per positive: the imbalance of §3. Objects whose shape no anchor fits
@@ -229,8 +233,9 @@ for ratios in ((0.5, 1.0, 2.0), (0.5, 1.0, 2.0, 4.0)):
 # 1. An anchor at IoU 0.45 covers a good part of an object: training it to say "background" would punish the model for
 #    a reasonable answer and blur the boundary between classes of anchors. The gap gives a clear yes (≥ 0.5) and a clear
 #    no (< 0.4); the ambiguous ones are left out of the classification loss.
-# 2. All background. Its classification loss is the sum over all its anchors' negatives (normalised by max(1, 0) = 1
-#    foreground anchor: lesson 08), and no box loss. Such images teach the model what background looks like; they are
+# 2. All background. Its classification loss is the sum over all its anchors' negatives, and no box loss. With the
+#    per-image rule of the paper's text and torchvision that sum is divided by max(1, 0) = 1; with this lab's default
+#    per-batch rule (Detectron's) it joins the batch's sum, divided by the whole batch's foreground count (lesson 08). Such images teach the model what background looks like; they are
 #    not an error (a dataset of your own may have many).
 # 3. Objects whose best anchor has IoU < 0.5: in the coverage report, the few with best IoU 0.4-0.5 (and, with tall
 #    objects, all of them). They would have no positive anchor; anchors near them would be ignored or background, so

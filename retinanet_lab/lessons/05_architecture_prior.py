@@ -49,22 +49,24 @@ print(format_table(parameter_table(model)))
 # ## The prior (§3.3, §4.1)
 #
 # At initialisation a binary classifier says "yes" and "no" with about equal probability: p ≈ 0.5 for every output. In
-# a detector almost every output should say "no", so at p = 0.5 every one of the tens of thousands of background outputs
-# of an image is wrong and pays a large loss: under CE, log 2 ≈ 0.69 each; under the focal loss (γ = 2, α = 0.25),
-# 0.75 × 0.5² × log 2 ≈ 0.13 each. The sum, divided by the few dozen positive anchors (the normaliser of lesson 08), is
-# huge. The paper's fix changes the initialisation, not the loss: the bias of the last classification layer starts at
+# a detector almost every output should say "no", so at p = 0.5 every background output of an image (about 24,000 in a
+# 160 px classroom image, about 8 million at the paper's scale) is on the wrong side and pays a loss, small alone but
+# huge summed: under CE, log 2 ≈ 0.69 each; under the focal loss (γ = 2, α = 0.25), 0.75 × 0.5² × log 2 ≈ 0.13 each.
+# The sum is divided by the few dozen positive anchors (the normaliser of lesson 08). The paper's fix changes the initialisation, not the loss: the bias of the last classification layer starts at
 #
 # $$b = -\log\frac{1 - \pi}{\pi}$$
 #
 # so that σ(b) = π and every output starts at p ≈ π = 0.01 ("every anchor should be labeled as foreground with
-# confidence of ∼π"). All other new layers start with Gaussian weights (σ = 0.01) and bias 0, so the logit of every
-# output starts close to b.
+# confidence of ∼π"). The subnets' other convolutions start with Gaussian weights (σ = 0.01) and bias 0 (the pyramid's
+# new layers as in the FPN paper, §4.1). The paper gives only the *bias* of the last layer; its weights are Gaussian
+# with σ = 0.01 in Detectron and torchvision. With weights that small, the logit of every output starts close to b.
 
 # %% [markdown]
 # ### Exercise: the prior bias
 #
 # Without a prior, the classification subnet would start by giving every output a probability of about 0.5, and the
-# background outputs, tens of thousands per image and all wrong at p = 0.5, would dominate the loss of the first
+# background outputs (about 24,000 per classroom image, about 8 million at the paper's scale), all on the wrong side at
+# p = 0.5, would dominate the loss of the first
 # iterations. The paper instead sets the bias of the last classification layer so that every output starts at
 # probability π = 0.01 (§3.3, "Class Imbalance and Model Initialization", and §4.1, "Initialization"):
 # b = -log((1 - π) / π), the logit of π, so that σ(b) = π. Write `my_prior_bias(pi)` returning b (a Python float
@@ -93,7 +95,8 @@ print(check_prior_bias(my_prior_bias))
 # 1 - α for negatives), and the total is **normalized by the number of anchors assigned to a ground-truth box**,
 # P (section 4.1). Write `my_first_loss(pi, num_positives, num_negatives, gamma=2.0, alpha=0.25)` returning that
 # number (P ≥ 1); `alpha=None` means no α-balancing (α_t = 1), and `gamma=0, alpha=None` is plain cross entropy.
-# (The check compares your formula with a freshly built classroom model: its first loss is within a few percent.)
+# (This formula is the real first loss: a test of the package checks it against a freshly built classroom model, within
+# a few percent. The check compares your function with the package's own focal loss at the logit b(π).)
 
 # %% tags=["exercise"]
 import math
@@ -124,14 +127,16 @@ print(check_first_loss(my_first_loss))
 # prior still starts at about 800, nearly all of it from the 8 million negatives at −log(0.99) ≈ 0.01 each; yet it
 # trains: the paper's CE with π = 0.01 reaches 30.2 AP (§5.1). What the prior removes is the destabilising first
 # steps; what remains with CE is the steady weight of the many easy negatives during training, which the focal loss
-# removes (lesson 02).
+# turns down (lesson 02).
 
 # %% [markdown]
 # ## Explore: the first loss for any π, and the first 100 steps
 #
 # The left plot is the loss a freshly built classroom model gives at step 0 for each π; the right one, precomputed,
-# trains the classroom model from π = 0.01 and from π = 0.5 with the **classroom recipe**: the focal loss, AdamW and
-# gradient clipping, no warm-up. *(Static pictures in this notebook are what the widgets showed when it was saved.)*
+# trains the classroom model from π = 0.01 and from π = 0.5 with the **classroom recipe**: GroupNorm in the subnets
+# (it normalises each group of channels of an image), the focal loss, AdamW at 5e-3 (which scales each parameter's step
+# by a running estimate of its gradient's size) and gradient clipping at norm 10 (which rescales the whole gradient when
+# its norm exceeds 10), with no warm-up and a constant learning rate. *(Static pictures in this notebook are what the widgets showed when it was saved.)*
 
 # %%
 from retinanet_lab.widgets import ArchitectureView
@@ -143,10 +148,11 @@ ArchitectureView()
 # then? The paper's experience is the opposite: "Our first attempt to train RetinaNet uses standard cross entropy (CE)
 # loss without any modifications to the initialization or learning strategy. This fails quickly, with the network
 # diverging during training. However, simply initializing the last layer of our model such that the prior probability
-# of detecting an object is π = .01 (see §4.1) enables effective learning" (§5.1). The paper trains with plain SGD
-# (learning rate 0.01, momentum 0.9, weight decay 0.0001) and no gradient clipping. The runs below take the ingredients
+# of detecting an object is π = .01 (see §4.1) enables effective learning" (§5.1). The paper trains with SGD
+# (learning rate 0.01, momentum 0.9, weight decay 0.0001, 16 images per batch) and mentions neither gradient clipping
+# nor warm-up. The runs below take the ingredients
 # one at a time, on the classroom model with cross entropy, from π = 0.01 and from π = 0.5
-# (precomputed by `python assets/make_ablations.py --only prior`):
+# (precomputed by `python assets/make_ablations.py --only recipes`):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -203,8 +209,9 @@ fig.tight_layout()
 #   box deltas per location.
 # * The prior sets the last classification bias to b = −log((1 − π)/π), so that every output starts at p ≈ π = 0.01
 #   and the background's loss starts small.
-# * Without it, the first loss is hundreds of times larger; with plain SGD that can destroy the network in the first
-#   steps. Adaptive optimisers and gradient clipping hide the problem; they do not remove it.
+# * Without it, the first loss is far larger: about 70× under CE and 8,700× under FL at the paper's scale, over 100× in
+#   the classroom's FL runs. With the paper's subnets and SGD, cross entropy from π = 0.5 diverged within five steps,
+#   as in the paper (§5.1); GroupNorm, gradient clipping or AdamW each hide the instability, they do not remove it.
 
 # %% [markdown] tags=["questions"]
 # ### Questions to think about
@@ -218,32 +225,37 @@ fig.tight_layout()
 # %% [markdown] tags=["teacher"]
 # ### Answers (lesson 05)
 #
-# 1. The bias of the last layer sets the starting probability of every output directly (the inputs to that layer
-#    are near zero-mean with small weights, so the logit ≈ b). The box subnet's outputs are deltas, whose ideal starting
+# 1. The bias of the last layer sets the starting probability of every output directly (its weights are small and
+#    zero-mean, σ = 0.01, so W·x ≈ 0 and the logit ≈ b). The box subnet's outputs are deltas, whose ideal starting
 #    value is 0 (the anchor itself): there is no imbalance to correct there.
 # 2. Each positive starts with CE = −log 0.01 = 4.6 (under FL: 0.25 × 0.99² × 4.6 = 1.13): a large loss, but only a few
 #    dozen of them, against tens of thousands of negatives that now cost almost nothing (FL: 0.75 × 0.01² × 0.01 ≈ 8e-7
 #    each). The total is dominated by the positives, which is what training should learn from.
-# 3. Gradient clipping caps the norm of the whole gradient (10 here), so the first huge gradient becomes a normal-sized
-#    step. Adam(W) divides each parameter's step by a running estimate of its gradient's size, so a gradient 100×
-#    larger gives about the same step. (The classroom's GroupNorm in the subnets also keeps activations in range.)
+# 3. Any two of three. Gradient clipping caps the norm of the whole gradient (10 here), so the first huge gradient
+#    becomes a normal-sized step. Adam(W) divides each parameter's step by a running estimate of its gradient's size, so
+#    a gradient 100× larger gives about the same step. GroupNorm in the subnets renormalises the activations after the
+#    first large update, so they stay in range. The recipe plot shows each one alone is enough to survive π = 0.5.
 #
 # ### Teacher's notes: lesson 05
 #
 # **Before class.** Nothing to run ahead (about 10 s): the training curves are precomputed
-# (`python assets/make_ablations.py --only prior` makes them again, about 15 minutes on 2 cores). Open Figure 3,
+# (`python assets/make_ablations.py --only prior` makes them again, about 25 minutes on 2 cores). Open Figure 3,
 # §3.3, §4.1 and §5.1 "Network Initialization".
 #
 # **The live demo.** In the architecture view, drag π from 0.001 to 0.9 and read the first loss on the left plot
 # (log scale): it rises by orders of magnitude past π ≈ 0.1. Then compare the two precomputed curves on the right, and
-# then the recipe plot below, which is the point of the lesson: the same π = 0.5 that looks harmless with AdamW and
-# clipping breaks plain SGD.
+# then the recipe plot below, which is the point of the lesson: the same π = 0.5 that looks harmless with the classroom
+# recipe diverges with the paper's subnets and SGD; each of GroupNorm, clipping and AdamW alone hides it.
 #
 # **The exercises** (15 min). The prior bias: the check names a flipped sign and log(π) (which is close to b for small
 # π but wrong). The first loss: students must use p_t = 1 − π for the negatives, α for positives and 1 − α for
-# negatives, and divide by the number of positives, not by all examples. The check's numbers are what the classroom
-# model gives at step 0.
+# negatives, and divide by the number of positives, not by all examples. The check's cases are counts chosen to isolate
+# each term (then the paper's scale, 100 positives and 8 million negatives); a unit test confirms that the formula
+# matches a fresh classroom model's loss at step 0.
 #
 # **Misconceptions.** "The prior changes the loss": it changes only the initialisation (§3.3). "π = 0.01 means 1% of
 # anchors are positive": it is the starting probability of every output. "It does not matter since training
-# recovers": with the paper's recipe it does not recover.
+# recovers": the paper's first attempt, CE with SGD and no prior, "fails quickly, with the network diverging during
+# training" (§5.1), and the recipe plot reproduces it; for both CE and FL the prior "improve[s] training stability"
+# (§3.3). With AdamW, clipping or GroupNorm the classroom model survives, which hides the problem rather than removing
+# it, and it still ends behind.

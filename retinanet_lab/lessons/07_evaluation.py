@@ -96,9 +96,9 @@ print(check_average_precision(my_average_precision))
 # %% [markdown]
 # ## Precision-recall curves
 #
-# The curve of each class at IoU 0.50 and at 0.75 (COCO's envelope, at the 101 recall values). The area under a curve
-# is that class's AP at that threshold. A curve that stays high and drops at the end is a detector that finds most
-# objects confidently; the recall where it drops to 0 is the share of objects found at all.
+# The curve of each class at IoU 0.50 and at 0.75 (COCO's envelope, at the 101 recall values). A curve that stays high and drops at the end is a detector that finds most
+# objects confidently; the recall where it drops to 0 is the share of objects found at all. Up to the 101-point
+# sampling, the area under a curve is that class's AP at that threshold.
 
 # %%
 import matplotlib.pyplot as plt
@@ -174,9 +174,10 @@ error_gallery(data, err["false_positives"], model.class_names, "false positives,
 # which class is worst at IoU 0.75 (a localisation problem) but fine at 0.5? Then the galleries: the smallest objects
 # come first; ask whether each error is a confusion, a poor box or a miss.
 #
-# **The exercise** (15 min). The check compares with pycocotools' own computation and names the typical mistakes: no
-# envelope, VOC's 11 points, the area under the raw curve (VOC 2010's "all points" AP, another definition), recall
-# divided by the number of detections instead of objects, 100 points instead of 101.
+# **The exercise** (15 min). The check compares with a line-by-line copy of pycocotools' `COCOeval.accumulate` (itself
+# tested against COCOeval) and names the typical mistakes: no envelope, VOC 2007's 11 points, VOC 2010's all-point AP
+# (the area under the envelope), the area under the raw curve (sklearn's average_precision_score), recall divided by
+# the number of detections instead of objects, 100 points instead of 101.
 #
 # **Misconceptions.** "AP is the precision at some threshold": it averages over all recall levels. "AP50 is the old VOC
 # AP": same IoU criterion, but COCO's interpolation. "More detections lower AP": not at the end of the ranking.

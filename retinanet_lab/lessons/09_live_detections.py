@@ -24,8 +24,8 @@
 # which object follows from the anchors (lesson 03): each level's anchors have one base size, so an object is matched,
 # and learned, on the level whose anchors fit it. The classroom model's anchors are 16 to 256 px on P3 to P7 (the
 # paper's 32 to 512 halved for 160 px images): small shapes light up P3 and P4, large ones P5 and P6. **P7 stays dark**:
-# its anchors (256 to 406 px) are larger than the 160 px image, so no object ever matched one in training, and the
-# model learned to say "no object" there everywhere. *(Static pictures in this notebook are what the widgets showed
+# its anchors (256 to 406 px) are larger than the 160 px image, so in practice no object matches one (0 foreground
+# anchors on P7 over 400 images; the largest shapes are about 160 px), and the model learned to say "no object" there everywhere. *(Static pictures in this notebook are what the widgets showed
 # when it was saved; run the notebook in JupyterLab, or `voila` it, to move the sliders.)*
 
 # %%

@@ -20,8 +20,10 @@
 # %% [markdown]
 # Your data as a COCO folder (an `images/` folder and an annotation JSON, as CVAT, Label Studio or Roboflow export it) or
 # a Pascal VOC folder (`Annotations/*.xml` and `JPEGImages/`, as LabelImg writes it). The worked example below *makes*
-# such a dataset from the shapes world, with only two classes and harder images, then fine-tunes the classroom model on
-# it:
+# such a dataset from the shapes world, with two of the five classes the classroom model already knows (triangle and
+# diamond) on harder images, then fine-tunes it with a brand-new output layer. The features for these shapes are
+# already in the network, so a few dozen steps suffice; classes unlike anything in the training world need more data
+# and more steps:
 #
 # 1. load the dataset; a **new classification layer** for the new classes replaces the old one (its bias set by the
 #    prior π, as in §4.1); everything else keeps its trained weights;
@@ -47,8 +49,9 @@
 #   the classroom model's subnet has 64 channels, the paper's 256: read them from `old`);
 # - `num_anchors * num_classes` output channels: one sigmoid per anchor and class, **no background class**
 #   (background is "no" from every class's sigmoid);
-# - weights from a Gaussian with mean 0 and **σ = 0.01**, and the bias **b = -log((1 - π) / π)** with π = `prior`,
-#   so that σ(b) = π: at the start every anchor says "object" with probability π (paper §4.1, "Initialization");
+# - weights from a Gaussian with mean 0 and **σ = 0.01** (Detectron's and torchvision's choice for this layer; the
+#   paper gives σ = 0.01 for the subnets' other layers), and the bias **b = -log((1 - π) / π)** with π = `prior`, so
+#   that σ(b) = π: at the start every anchor says "object" with probability π (paper §4.1, "Initialization");
 # - on the old layer's device and dtype; return the convolution alone (its outputs are logits: the loss and the
 #   post-processing apply the sigmoid), trainable, and leave `old` unchanged.
 
@@ -132,8 +135,8 @@ except (RuntimeError, OSError) as e:
 # * New classes: a new last classification layer with A·K outputs (no background class), Gaussian weights (σ = 0.01)
 #   and the prior bias; the rest of the network keeps what it learned.
 # * Freeze a backbone's weights *and* its BatchNorm statistics on a small dataset.
-# * Measure AP on held-out images before and after: the new layer starts at AP 0, and a short run recovers most of it
-#   because the features are already there.
+# * Measure AP on held-out images before and after: the new layer starts at AP 0; here 44 steps bring AP50 to about
+#   0.86, because the backbone and subnets already see these shapes.
 
 # %% [markdown] tags=["questions"]
 # ### Questions to think about
