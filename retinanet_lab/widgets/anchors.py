@@ -16,6 +16,7 @@ import torch
 from ..anchors import AnchorConfig, make_anchors
 from ..boxes import box_iou
 from ..matching import BACKGROUND, IGNORE, match_anchors
+from ..viz import class_colour
 from ._view import WidgetView
 
 __all__ = ["AnchorExplorer", "assign_anchors", "SCALE_CHOICES", "RATIO_CHOICES"]
@@ -76,21 +77,28 @@ class AnchorExplorer(WidgetView):
         self.labels_t = torch.as_tensor(labels if labels is not None else torch.ones(len(self.boxes_t)), dtype=torch.int64)
         self.class_names = list(class_names) if class_names else None
         h, w = image.shape[-2:]
-        s = {"style": {"description_width": "110px"}, "layout": W.Layout(width="330px")}
+        # each box its own colour (two boxes of one class must not look like one): the palette in box order
+        self.box_colours = [class_colour(i + 1) for i in range(len(self.boxes_t))]
+
+        def s(width="320px"):  # labels as wide as their text: never cut off
+            return {"style": {"description_width": "initial"}, "layout": W.Layout(width=width)}
+
         self.level = W.Dropdown(options=[(f"P{lv} (stride {2**lv})", lv) for lv in range(3, 8)], value=level,
-                                description="pyramid level", **s)
-        self.base_size = W.FloatLogSlider(32, base=2, min=3, max=6, step=0.5, description="P3 anchor size", **s)
-        self.scales = W.Dropdown(options=list(SCALE_CHOICES), description="scales", **s)
-        self.ratios = W.Dropdown(options=list(RATIO_CHOICES), description="ratios (h:w)", **s)
-        self.fg_iou = W.FloatSlider(0.5, min=0.1, max=0.9, step=0.05, description="foreground IoU ≥", **s)
-        self.bg_iou = W.FloatSlider(0.4, min=0.0, max=0.9, step=0.05, description="background IoU <", **s)
-        self.x = W.IntSlider(w // 2, min=0, max=w - 1, description="location x", **s)
-        self.y = W.IntSlider(h // 2, min=0, max=h - 1, description="location y", **s)
-        self.box = W.Dropdown(options=[(f"box {i + 1}", i) for i in range(len(self.boxes_t))], description="move box", **s)
-        self.bx = W.IntSlider(0, min=0, max=w, description="box centre x", continuous_update=False, **s)
-        self.by = W.IntSlider(0, min=0, max=h, description="box centre y", continuous_update=False, **s)
-        self.bw = W.IntSlider(1, min=4, max=w, description="box width", continuous_update=False, **s)
-        self.bh = W.IntSlider(1, min=4, max=h, description="box height", continuous_update=False, **s)
+                                description="pyramid level", **s())
+        self.base_size = W.FloatLogSlider(32, base=2, min=3, max=6, step=0.5, description="P3 anchor size", **s())
+        self.scales = W.Dropdown(options=list(SCALE_CHOICES), description="scales", **s())
+        self.ratios = W.Dropdown(options=list(RATIO_CHOICES), description="ratios (h:w)", **s())
+        self.fg_iou = W.FloatSlider(0.5, min=0.1, max=0.9, step=0.05, description="foreground IoU ≥", **s())
+        self.bg_iou = W.FloatSlider(0.4, min=0.0, max=0.9, step=0.05, description="background IoU <", **s())
+        self.x = W.IntSlider(w // 2, min=0, max=w - 1, description="location x", **s())
+        self.y = W.IntSlider(h // 2, min=0, max=h - 1, description="location y", **s())
+        names = self.class_names
+        self.box = W.Dropdown(options=[(f"box {i + 1}" + (f" ({names[lab - 1]})" if names and 0 < lab <= len(names) else ""), i)
+                                       for i, lab in enumerate(self.labels_t.tolist())], description="move box", **s())
+        self.bx = W.IntSlider(0, min=0, max=w, description="box centre x", continuous_update=False, **s())
+        self.by = W.IntSlider(0, min=0, max=h, description="box centre y", continuous_update=False, **s())
+        self.bw = W.IntSlider(1, min=4, max=w, description="box width", continuous_update=False, **s())
+        self.bh = W.IntSlider(1, min=4, max=h, description="box height", continuous_update=False, **s())
         self._syncing = False
         self._load_box()
         self.box.observe(lambda c: self._load_box(), names="value")
@@ -99,9 +107,9 @@ class AnchorExplorer(WidgetView):
         for c in (self.x, self.y):
             c.continuous_update = False
         self.observe(self.level, self.base_size, self.scales, self.ratios, self.fg_iou, self.bg_iou, self.x, self.y)
-        self.ui = self._box(W.HBox([W.VBox([self.level, self.base_size, self.scales, self.ratios]),
-                                    W.VBox([self.fg_iou, self.bg_iou, self.x, self.y]),
-                                    W.VBox([self.box, self.bx, self.by, self.bw, self.bh])]))
+        self.ui = self._box(self._row(W.VBox([self.level, self.base_size, self.scales, self.ratios]),
+                                      W.VBox([self.fg_iou, self.bg_iou, self.x, self.y]),
+                                      W.VBox([self.box, self.bx, self.by, self.bw, self.bh]), align_items="flex-start"))
         self.refresh()
 
     @property
@@ -151,26 +159,25 @@ class AnchorExplorer(WidgetView):
     def draw(self, fig) -> None:
         from matplotlib.patches import Rectangle
 
-        from ..viz import class_colour
-
         a, li = self.assignment, self.level.value - 3
         ax = fig.add_subplot(1, 2, 1)
         ax.imshow(self.image_t.permute(1, 2, 0).clamp(0, 1).numpy())
         anchors, matched = a["anchors"][li], a["matched"][li]
         for box, m in zip(anchors[matched >= 0].tolist(), matched[matched >= 0].tolist()):
-            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=class_colour(int(self.labels_t[m])),
-                                   lw=0.8, alpha=0.8))
+            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=self.box_colours[m], lw=0.8, alpha=0.8))
         for box in anchors[matched == IGNORE].tolist():
             ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="orange", lw=0.5, ls=":", alpha=0.7))
         for box in self.location_anchors.tolist():
             ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec="white", lw=1.0, ls="--"))
         ax.plot([self.x.value], [self.y.value], "w+", ms=10)
-        for i, (box, lab) in enumerate(zip(self.boxes_t.tolist(), self.labels_t.tolist())):
-            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=class_colour(lab), lw=2.5))
-            ax.text(box[0], box[1], f"box {i + 1}", fontsize=7, color="white", va="bottom",
-                    bbox=dict(facecolor=class_colour(lab), edgecolor="none", pad=1))
-        ax.set_title(f"P{self.level.value}: positives (solid), ignored (dotted orange),\nthe {len(self.location_anchors)} "
-                     f"anchors at the + (dashed white)", fontsize=9)
+        for i, box in enumerate(self.boxes_t.tolist()):
+            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, ec=self.box_colours[i], lw=2.5,
+                                   gid=f"box {i + 1}"))
+            top = box[1] < 16  # at the image's top edge the tag goes inside the box, clear of the title
+            ax.text(box[0], box[1], f"box {i + 1}", fontsize=10, color="white", va="top" if top else "bottom",
+                    bbox=dict(facecolor=self.box_colours[i], edgecolor="none", pad=1))
+        ax.set_title(f"P{self.level.value}: positives (solid, box colour), ignored (dotted\norange), the "
+                     f"{len(self.location_anchors)} anchors at the + (dashed white)", fontsize=10)
         ax.axis("off")
         ax.set_xlim(0, self.image_t.shape[-1])
         ax.set_ylim(self.image_t.shape[-2], 0)
@@ -180,12 +187,12 @@ class AnchorExplorer(WidgetView):
             width = 0.8 / len(best)
             for i in range(len(best)):
                 bx.bar([j + i * width for j in range(len(a["levels"]))], best[i].tolist(), width, label=f"box {i + 1}",
-                       color=class_colour(int(self.labels_t[i])), alpha=0.85)
+                       color=self.box_colours[i], alpha=0.85)
             bx.set_xticks([j + 0.4 - width / 2 for j in range(len(a["levels"]))], a["levels"])
         bx.axhline(self.fg_iou.value, color="green", ls="--", lw=1, label="foreground")
         bx.axhline(min(self.bg_iou.value, self.fg_iou.value), color="red", ls=":", lw=1, label="background")
         bx.set_ylim(0, 1)
         bx.set_ylabel("best IoU of any anchor on the level")
-        bx.set_title("each box's best anchor, per level", fontsize=9)
-        bx.legend(fontsize=7, ncol=2)
-        fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.08, wspace=0.15)  # tight_layout draws twice
+        bx.set_title("each box's best anchor, per level", fontsize=10)
+        bx.legend(fontsize=10, ncol=2)
+        fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.08, wspace=0.15)  # tight_layout draws twice

@@ -1,6 +1,9 @@
 """The architecture view: tensor shapes and parameters per pyramid level and subnet (paper Figure 3), and
 the prior-probability bias of section 4.1: the first loss for any π, and the first iterations with
-π = 0.01 against π = 0.5 (from the precomputed runs in assets/ablation_prior.json).
+π = 0.01 against π = 0.5 (from the precomputed runs in assets/ablation_prior.json). With π = 0.5 every
+negative output starts at p_t = 0.5, where the focal loss (γ = 2, α = 0.25) is 0.75 · 0.25 · log 2 ≈ 0.13
+(log 2 ≈ 0.69 is cross entropy's); summed over thousands of anchors that is the huge first loss. The
+precomputed runs train with the classroom recipe, AdamW and gradient clipping, which is why π = 0.5 recovers.
 
     ArchitectureView()
 
@@ -19,9 +22,21 @@ import numpy as np
 from .. import anatomy
 from ._view import WidgetView
 
-__all__ = ["ArchitectureView", "load_prior_runs", "PRIORS"]
+__all__ = ["ArchitectureView", "load_prior_runs", "negative_output_loss", "PRIORS"]
 
 PRIORS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+
+
+def negative_output_loss(prior: float, gamma: float = 2.0, alpha: float | None = 0.25) -> dict:
+    """The first loss of one negative output (anchor, class) when the bias starts every probability at π:
+    p_t = 1 - π, CE = -log(1 - π), FL = (1 - α) π^γ CE. For π = 0.5: CE = log 2 ≈ 0.69, FL ≈ 0.13."""
+    import math
+
+    ce = -math.log1p(-prior)
+    weight = 1.0 if alpha is None else 1 - alpha
+    fl = weight * prior**gamma * ce
+    formula = (f"{weight:g} · {prior:.3g}^{gamma:g} · {ce:.3g}" if gamma else f"{weight:g} · {ce:.3g}")
+    return {"p_t": 1 - prior, "CE": ce, "FL": fl, "formula": formula}
 
 
 def load_prior_runs() -> dict | None:
@@ -40,7 +55,7 @@ def _html_table(rows: list[dict]) -> str:
     body = "".join("<tr>" + "".join(f"<td style='padding:0 8px;text-align:right'>{v:,}</td>" if isinstance(v, int)
                                     else f"<td style='padding:0 8px;text-align:right'>{html.escape(str(v))}</td>"
                                     for v in r.values()) + "</tr>" for r in rows)
-    return f"<table style='font-size:12px'><tr>{head}</tr>{body}</table>"
+    return f"<table style='font-size:13px'><tr>{head}</tr>{body}</table>"
 
 
 class ArchitectureView(WidgetView):
@@ -65,7 +80,7 @@ class ArchitectureView(WidgetView):
         self.prior_runs = load_prior_runs()
         self._seen = dict(self.initial_losses)
         self.prior = W.FloatLogSlider(0.01, base=10, min=-3, max=np.log10(0.9), step=0.05, description="prior π",
-                                      continuous_update=False, style={"description_width": "70px"}, layout=W.Layout(width="360px"))
+                                      continuous_update=False, style={"description_width": "initial"}, layout=W.Layout(width="360px"))
         self.observe(self.prior)
         self.tables = W.HTML(f"<b>Levels for a {self.size}x{self.size} input</b>{_html_table(self.levels)}"
                              f"<b>Parameters</b>{_html_table(self.parameters)}")
@@ -79,9 +94,13 @@ class ArchitectureView(WidgetView):
         self.current_loss = self._seen[p]
         from ..heads import prior_bias
 
+        self.negative_loss = negative_output_loss(p, self.model.focal_gamma, self.model.focal_alpha)
+        n = self.negative_loss
         self.status.value = (f"π = {p:.3g}: classification bias b = -log((1 - π) / π) = {prior_bias(p):.2f}; the first "
                              f"classification loss on {len(self.images)} images is <b>{self.current_loss:,.2f}</b> "
-                             f"(π = 0.01 gives {self.initial_losses[0.01]:,.2f}).")
+                             f"(π = 0.01 gives {self.initial_losses[0.01]:,.2f}). Each negative output starts at p_t = 1 - π = "
+                             f"{1 - p:.3g}: its focal loss is {n['formula']} = <b>{n['FL']:.3g}</b> (cross entropy: "
+                             f"-log(1 - π) = {n['CE']:.3g}), times thousands of anchors and classes.")
 
     def draw(self, fig) -> None:
         ax, bx = fig.subplots(1, 2)
@@ -90,9 +109,9 @@ class ArchitectureView(WidgetView):
         ax.plot([self.prior.value], [self.current_loss], "r*", ms=12)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("prior π (initial probability of 'object' at every anchor)")
+        ax.set_xlabel("prior π (initial probability of 'object')")
         ax.set_ylabel("first classification loss")
-        ax.set_title("section 4.1: the initial loss against π", fontsize=9)
+        ax.set_title("section 4.1: the initial loss against π", fontsize=11)
         runs = self.prior_runs
         if runs:
             for r in runs["runs"]:
@@ -102,10 +121,11 @@ class ArchitectureView(WidgetView):
             bx.set_yscale("log")
             bx.set_xlabel("step")
             bx.set_ylabel("classification loss")
-            bx.legend(fontsize=8)
-            bx.set_title(f"the first {runs['steps']} iterations ({len(runs['seeds'])} seeds each)", fontsize=9)
+            bx.legend(fontsize=10)
+            bx.set_title(f"first {runs['steps']} iterations, {len(runs['seeds'])} seeds each; AdamW +\n"
+                         "gradient clipping (classroom recipe): π = 0.5 recovers", fontsize=10)
         else:
             bx.text(0.5, 0.5, "assets/ablation_prior.json not found:\npython assets/make_ablations.py --only prior",
-                    ha="center", va="center", transform=bx.transAxes, fontsize=9)
+                    ha="center", va="center", transform=bx.transAxes, fontsize=10)
             bx.axis("off")
-        fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.15, wspace=0.3)  # tight_layout draws twice
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.84, bottom=0.16, wspace=0.3)  # tight_layout draws twice

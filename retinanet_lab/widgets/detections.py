@@ -1,4 +1,4 @@
-"""Live detections, and the way from logits to detections step by step (paper section 4, "Inference").
+"""Live detections, and the way from logits to detections step by step (paper §4.1, "Inference").
 
     DetectionExplorer(model)       # pick or upload an image; score threshold, NMS IoU, per-level heat maps
     LogitsToDetections(model)      # threshold -> top-k per level -> decode -> NMS, each stage drawn
@@ -6,17 +6,23 @@
 The network runs once per image (`forward_once`); the sliders only re-run the post-processing on its
 stored outputs, so they respond at once. Derived state: `outputs`, `steps` (see
 `retinanet_lab.postprocess.inference_steps`), `detections` (in the image's own pixels), `inference_ms`.
+
+The paper's inference (§4.1): per level the top 1000 predictions with a score above 0.05, then NMS at 0.5 over the
+merged levels. NMS per class and at most 100 detections per image are Detectron's practice (and torchvision's),
+which this lab follows; the paper does not say either.
 """
 
 from __future__ import annotations
 
 import io
 import time
+import traceback
 
 import ipywidgets as W
 import numpy as np
 import torch
 
+from ..heads import class_heatmap
 from ..postprocess import inference_steps
 from ..transform import boxes_to_original
 from ._view import WidgetView
@@ -60,6 +66,11 @@ def _to_tensor(data: bytes) -> torch.Tensor:
     return to_tensor(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
+def not_an_image(name: str) -> str:
+    """What a student reads when an upload is not a picture (not PIL's "cannot identify image file <_io.BytesIO ...>")."""
+    return f"{name} is not an image this lab can read (PNG or JPEG): upload a .png or .jpg file."
+
+
 class _ModelImages(WidgetView):
     """Shared by both explorers: a model, a choice of images (plus uploads), outputs computed once per image."""
 
@@ -72,20 +83,34 @@ class _ModelImages(WidgetView):
         self.model = model.eval()
         self.images = dict(images) if images is not None else sample_images()
         forward_once(self.model, next(iter(self.images.values())))  # warm-up: the first pass of a process pays one-time costs
-        s = {"style": {"description_width": "110px"}, "layout": W.Layout(width="330px")}
-        self.choice = W.Dropdown(options=list(self.images), description="image", **s)
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload an image")
-        self.score_thresh = W.FloatSlider(0.3, min=0.05, max=0.95, step=0.05, description="score threshold", **s)
-        self.nms_thresh = W.FloatSlider(0.5, min=0.1, max=0.9, step=0.05, description="NMS IoU", **s)
+        def s(width="330px"):  # labels as wide as their text: never cut off
+            return {"style": {"description_width": "initial"}, "layout": W.Layout(width=width)}
+
+        self.choice = W.Dropdown(options=list(self.images), description="image", **s("340px"))
+        # no icon: Font Awesome is not there offline (the lab's Voilà pages load nothing from the internet)
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload an image", icon="",
+                                   layout=W.Layout(width="auto"))
+        self.upload_status = W.HTML()  # "x is not an image ..." in red; cleared by the next good upload
+        self.score_thresh = W.FloatSlider(0.3, min=0.05, max=0.95, step=0.05, description="score threshold", **s())
+        self.nms_thresh = W.FloatSlider(0.5, min=0.1, max=0.9, step=0.05, description="NMS IoU", **s())
         self._cache: dict[str, dict] = {}
         self.upload.observe(lambda change: self._uploaded(), names="value")
 
     def _uploaded(self) -> None:
-        try:
-            for f in self.upload.value:
-                self.add_image(f["name"], _to_tensor(bytes(f["content"])))
-        except Exception as e:
-            self.errors.append_stderr(f"could not read the uploaded file: {e}\n")
+        import html
+
+        for f in self.upload.value:
+            name = f.get("name", "the file")
+            try:
+                image = _to_tensor(bytes(f["content"]))
+            except Exception:  # PIL.UnidentifiedImageError, a truncated file, ...
+                self.upload_status.value = f"<span style='color:#b00020'>{html.escape(not_an_image(name))}</span>"
+                continue
+            self.upload_status.value = f"added {html.escape(name)} ({image.shape[-1]}x{image.shape[-2]})"
+            try:
+                self.add_image(name, image)
+            except Exception:
+                self.report(traceback.format_exc())
 
     def add_image(self, name: str, image: torch.Tensor) -> None:
         """Add an image (3, H, W) in [0, 1] and show it."""
@@ -116,34 +141,50 @@ class _ModelImages(WidgetView):
 class DetectionExplorer(_ModelImages):
     """Boxes, scores and the per-level classification heat maps of a trained model on any image."""
 
-    figsize = (11.0, 4.2)
+    figsize = (10.0, 4.4)
 
     def __init__(self, model=None, images: dict | None = None):
         super().__init__(model, images)
-        self.heatmaps = W.Checkbox(True, description="per-level heat maps", indent=False)
+        self.heatmaps = W.Checkbox(True, description="per-level heat maps", indent=False, layout=W.Layout(width="auto"))
         for c in (self.score_thresh, self.nms_thresh):
             c.continuous_update = False
         self.observe(self.choice, self.score_thresh, self.nms_thresh, self.heatmaps)
-        self.ui = self._box(W.HBox([W.VBox([self.choice, self.upload]), W.VBox([self.score_thresh, self.nms_thresh]),
-                                    self.heatmaps]))
+        self.ui = self._box(self._row(W.VBox([self.choice, self._row(self.upload, self.upload_status)]),
+                                      W.VBox([self.score_thresh, self.nms_thresh]), self.heatmaps, align_items="flex-start"))
         self.refresh()
 
     def update(self) -> None:
         self.steps = self._steps()
         det = self.steps["detections"]
         self.detections = {"boxes": self._original(det["boxes"]), "scores": det["scores"], "labels": det["labels"]}
+        cand, kept = self.steps["candidates"], self.steps["kept"]
+        levels = len(self.outputs["feature_sizes"])
+        self.per_level = torch.bincount(cand["level"][kept], minlength=levels).tolist() if len(kept) else [0] * levels
         names = self.model.class_names
         found = ", ".join(f"{names[int(lab) - 1]} {float(s):.2f}" for s, lab in zip(det["scores"][:8], det["labels"][:8]))
         more = f" and {len(det['scores']) - 8} more" if len(det["scores"]) > 8 else ""
         device = next(self.model.parameters()).device.type.upper()
         self.status.value = (f"{len(det['scores'])} detection(s) above {self.score_thresh.value:.2f}: {found or 'none'}{more}. "
                              f"The network's forward pass on this image took {self.outputs['inference_ms']:.0f} ms on the {device} "
-                             f"(the sliders only re-run the post-processing).")
+                             f"(the sliders only re-run the post-processing).{self._too_large_note()}")
+
+    def _too_large_note(self) -> str:
+        """Levels whose every anchor is larger than the network's input: no object can reach IoU 0.5 with one, so the
+        level never gets a positive in training (the classroom model's P7: anchors 256-406 px, images 160 px)."""
+        o, notes = self.outputs, []
+        h, w = o["input_size"]
+        for i, a in enumerate(o["anchors"]):
+            side = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])).sqrt()
+            if len(side) and h * w / float(side.min()) ** 2 < 0.5:
+                notes.append(f" P{3 + i}'s anchors ({int(side.min())}-{int(side.max())} px) are larger than the "
+                             f"{max(h, w)} px input: no object reaches IoU 0.5 with one, so P{3 + i} gets no positive in "
+                             f"training (large objects light up P5-P6).")
+        return "".join(notes)
 
     def level_heatmaps(self) -> list[np.ndarray]:
         """Per level, the highest class probability of any anchor at each location, (H_l, W_l)."""
         o = self.outputs
-        return [torch.sigmoid(c).reshape(h, w, o["num_anchors"], -1).amax(dim=(2, 3)).numpy()
+        return [class_heatmap(c, h, w, o["num_anchors"]).amax(dim=0).numpy()
                 for c, (h, w) in zip(o["cls_logits"], o["feature_sizes"])]
 
     def draw(self, fig) -> None:
@@ -151,37 +192,46 @@ class DetectionExplorer(_ModelImages):
 
         maps = self.level_heatmaps() if self.heatmaps.value else []
         cols = (len(maps) + 1) // 2
-        grid = fig.add_gridspec(2, 1 + cols, width_ratios=[2.4] + [1] * cols) if maps else fig.add_gridspec(1, 1)
+        # the image, the maps two per column, and a narrow column for the maps' shared colour bar
+        grid = fig.add_gridspec(2, 2 + cols, width_ratios=[2.4] + [1] * cols + [0.08]) if maps else fig.add_gridspec(1, 1)
         ax = fig.add_subplot(grid[:, 0])
         d = self.detections
-        draw_boxes(ax, self.image, d["boxes"], d["labels"], d["scores"], self.model.class_names,
-                   title=f"{len(d['scores'])} detections (score > {self.score_thresh.value:.2f}, NMS {self.nms_thresh.value:.2f})")
+        draw_boxes(ax, self.image, d["boxes"], d["labels"], d["scores"], self.model.class_names, fontsize=10,
+                   title=f"{len(d['scores'])} detections (score > {self.score_thresh.value:.2f},\nNMS IoU {self.nms_thresh.value:.2f})")
+        heat = None
         for i, m in enumerate(maps):
             hx = fig.add_subplot(grid[i % 2, 1 + i // 2])
-            hx.imshow(m, vmin=0, vmax=1, cmap="magma")
-            hx.set_title(f"P{3 + i}  {m.shape[0]}x{m.shape[1]}", fontsize=8)
+            heat = hx.imshow(m, vmin=0, vmax=1, cmap="magma")
+            n = self.per_level[i]
+            hx.set_title(f"P{3 + i} {m.shape[0]}x{m.shape[1]}: {n if n else 'no'} det.", fontsize=10)
             hx.axis("off")
-        fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.03, wspace=0.1, hspace=0.2)  # tight_layout draws twice
+        if heat is not None:
+            bar = fig.colorbar(heat, cax=fig.add_subplot(grid[:, -1]))
+            bar.set_label("highest class probability at each location", fontsize=10)
+            bar.ax.tick_params(labelsize=10)
+        fig.subplots_adjust(left=0.01, right=0.93, top=0.88, bottom=0.04, wspace=0.12, hspace=0.3)  # tight_layout draws twice
 
 
 STAGES = ("1. score threshold", "2. top-k per level", "3. decode boxes", "4. NMS")
+NAMED_SCORE = 0.3  # the NMS stage names the kept boxes above this score (the others are drawn, unnamed)
 
 
 class LogitsToDetections(_ModelImages):
-    """The post-processing of section 4 on a trained model's real outputs, one stage at a time."""
+    """The post-processing of §4.1 on a trained model's real outputs, one stage at a time (NMS per class and the
+    100-detection cap are Detectron's practice, not the paper's)."""
 
     figsize = (10.0, 4.4)
 
     def __init__(self, model=None, images: dict | None = None, stage: str = STAGES[-1]):
         super().__init__(model, images)
         self.score_thresh.value = 0.05
-        self.stage = W.ToggleButtons(options=STAGES, value=stage, style={"button_width": "150px"})
+        self.stage = W.ToggleButtons(options=STAGES, value=stage, style={"button_width": "auto"})
         self.topk = W.IntSlider(1000, min=1, max=1000, description="top-k per level", continuous_update=False,
-                                style={"description_width": "110px"}, layout=W.Layout(width="330px"))
+                                style={"description_width": "initial"}, layout=W.Layout(width="330px"))
         for c in (self.score_thresh, self.nms_thresh):
             c.continuous_update = False
         self.observe(self.choice, self.stage, self.score_thresh, self.topk, self.nms_thresh)
-        self.ui = self._box(self.stage, W.HBox([self.choice, self.score_thresh]), W.HBox([self.topk, self.nms_thresh]))
+        self.ui = self._box(self._row(self.stage), self._row(self.choice, self.score_thresh), self._row(self.topk, self.nms_thresh))
         self.refresh()
 
     def update(self) -> None:
@@ -189,10 +239,14 @@ class LogitsToDetections(_ModelImages):
         lv = s["levels"]
         self.counts = {"outputs": sum(x["outputs"] for x in lv), "above_thresh": sum(x["above_thresh"] for x in lv),
                        "after_topk": sum(x["kept_topk"] for x in lv), "after_nms": len(s["kept"])}
+        n = len(lv)
+        self.nms_per_level = torch.bincount(s["candidates"]["level"][s["kept"]], minlength=n).tolist() if len(s["kept"]) else [0] * n
         c = self.counts
         self.status.value = (f"{c['outputs']:,} (anchor, class) outputs → {c['above_thresh']:,} above "
                              f"{self.score_thresh.value:.2f} → {c['after_topk']:,} after top-{self.topk.value} per level → "
-                             f"<b>{c['after_nms']}</b> after NMS at IoU {self.nms_thresh.value:.2f}")
+                             f"<b>{c['after_nms']}</b> after NMS at IoU {self.nms_thresh.value:.2f}. The paper (§4.1): top 1000 "
+                             f"per level above 0.05, then NMS at 0.5; NMS per class and at most {self.model.detections_per_img} "
+                             f"detections are Detectron's practice, which this lab follows.")
 
     def draw(self, fig) -> None:
         from matplotlib.patches import Rectangle
@@ -212,17 +266,21 @@ class LogitsToDetections(_ModelImages):
         if stage == 0:
             o = self.outputs
             h, w = o["feature_sizes"][0]
-            p3 = torch.sigmoid(o["cls_logits"][0]).reshape(h, w, -1).amax(-1)
+            p3 = class_heatmap(o["cls_logits"][0], h, w, o["num_anchors"]).amax(dim=0).numpy()  # (H, W)
             H, W_ = self.image.shape[-2:]
-            ax.imshow((p3 > self.score_thresh.value).float().numpy(), extent=(0, W_, H, 0), alpha=0.45, cmap="Reds")
-            ax.set_title("P3 locations with a score above the threshold", fontsize=9)
+            above = np.ma.masked_less_equal(p3, self.score_thresh.value)  # the cells below the threshold stay clear
+            heat = ax.imshow(above, extent=(0, W_, H, 0), alpha=0.7, cmap="magma", vmin=0, vmax=1)
+            bar = fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
+            bar.set_label("highest class probability", fontsize=10)
+            bar.ax.tick_params(labelsize=10)
+            ax.set_title("P3 locations with a score above the threshold", fontsize=10)
         elif stage in (1, 2):
             for i in show.tolist():
                 rect(cand["anchors"][i], ec=f"C{int(cand['level'][i])}", ls=":", lw=0.9)
                 if stage == 2:
                     rect(cand["boxes"][i], ec=class_colour(int(cand["labels"][i])), lw=1.2)
-            ax.set_title("candidate anchors (dotted, colour = level)" + (" and their decoded boxes (solid)" if stage == 2 else ""),
-                         fontsize=9)
+            ax.set_title("candidate anchors (dotted, colour = level)" + ("\nand their decoded boxes (solid)" if stage == 2 else ""),
+                         fontsize=10)
         else:
             kept = set(s["kept"].tolist())
             for i in show.tolist():
@@ -230,18 +288,26 @@ class LogitsToDetections(_ModelImages):
                     rect(cand["boxes"][i], ec="grey", ls="--", lw=0.7)
             d = s["detections"]
             keep = d["scores"] >= max(self.score_thresh.value, 0.05)
-            draw_boxes(ax, self.image, self._original(d["boxes"][keep]), d["labels"][keep], d["scores"][keep], self.model.class_names)
-            ax.set_title("kept by NMS (solid) and suppressed (dashed grey)", fontsize=9)
+            named = keep & (d["scores"] >= NAMED_SCORE)  # a name on every kept box would hide the picture
+            for box, label in zip(d["boxes"][keep & ~named], d["labels"][keep & ~named]):
+                rect(box, ec=class_colour(int(label)), lw=1.0)
+            draw_boxes(ax, self.image, self._original(d["boxes"][named]), d["labels"][named], d["scores"][named],
+                       self.model.class_names, fontsize=10)
+            ax.set_title(f"kept by NMS (solid, named when > {NAMED_SCORE:g}),\nsuppressed (dashed grey)", fontsize=10)
         bx = fig.add_subplot(1, 2, 2)
-        names = [f"P{3 + i}" for i in range(len(s["levels"]))]
+        nms_levels = self.nms_per_level
+        # each level's count after NMS under its name; a star only where something survived (no "0" that reads as 1)
+        names = [f"P{3 + i}\n{n} kept" for i, n in enumerate(nms_levels)]
         x = np.arange(len(names))
         bx.bar(x - 0.27, [v["outputs"] for v in s["levels"]], 0.27, label="outputs (anchors x classes)", color="lightgrey")
         bx.bar(x, [v["above_thresh"] for v in s["levels"]], 0.27, label=f"score > {self.score_thresh.value:.2f}", color="C1")
         bx.bar(x + 0.27, [v["kept_topk"] for v in s["levels"]], 0.27, label=f"top-{self.topk.value}", color="C2")
-        nms_levels = torch.bincount(cand["level"][s["kept"]], minlength=len(names)).tolist() if len(s["kept"]) else [0] * len(names)
-        bx.plot(x, [max(v, 0.8) for v in nms_levels], "k*", ms=9, label="after NMS")
+        survived = [i for i, v in enumerate(nms_levels) if v > 0]
+        bx.plot(x[survived], [nms_levels[i] for i in survived], "k*", ms=10, label="after NMS", gid="after NMS")
         bx.set_yscale("log")
+        bx.set_ylim(0.5, 100 * max(v["outputs"] for v in s["levels"]))  # room for the legend above the bars
         bx.set_xticks(x, names)
-        bx.set_title("how many survive each stage, per level", fontsize=9)
-        bx.legend(fontsize=7)
-        fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.08, wspace=0.15)  # tight_layout draws twice
+        bx.tick_params(labelsize=10)
+        bx.set_title("how many survive each stage, per level", fontsize=10)
+        bx.legend(fontsize=10, loc="upper right")
+        fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.14, wspace=0.3)  # tight_layout draws twice

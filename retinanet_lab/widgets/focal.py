@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from ..focal_loss import cross_entropy, focal_loss, focal_loss_grad, modulating_factor
-from ._view import WidgetView
+from ._view import WidgetView, encode_png
 
 __all__ = ["FocalLossExplorer", "focal_values", "focal_curves", "PAPER_GAMMAS"]
 
 PAPER_GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)  # the curves of the paper's Figure 1
+WELL_CLASSIFIED = 0.5  # Figure 1's caption: "well-classified examples (p_t > .5)"
 
 
 def _logits(pt: np.ndarray, positive: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,26 +66,29 @@ def focal_curves(gammas, alpha: float | None = None, positive: bool = True, quan
 class FocalLossExplorer(WidgetView):
     """FL(p_t) = -α_t (1 - p_t)^γ log(p_t) against cross entropy (γ = 0), as in the paper's Figure 1."""
 
-    figsize = (9.0, 3.4)
+    figsize = (9.0, 3.6)
 
     def __init__(self, gamma: float = 2.0, alpha: float = 0.25, pt: float = 0.9):
         super().__init__()
-        s = {"style": {"description_width": "90px"}, "layout": W.Layout(width="340px")}
-        self.gamma = W.FloatSlider(gamma, min=0, max=5, step=0.1, description="γ", **s)
-        self.alpha = W.FloatSlider(alpha, min=0.05, max=0.95, step=0.05, description="α", **s)
-        self.use_alpha = W.Checkbox(False, description="α-balanced", indent=False, layout=W.Layout(width="110px"))
+
+        def s(width="300px"):  # labels as wide as their text: never cut off
+            return {"style": {"description_width": "initial"}, "layout": W.Layout(width=width)}
+
+        self.gamma = W.FloatSlider(gamma, min=0, max=5, step=0.1, description="γ", **s())
+        self.alpha = W.FloatSlider(alpha, min=0.05, max=0.95, step=0.05, description="α", **s())
+        self.use_alpha = W.Checkbox(False, description="α-balanced", indent=False, layout=W.Layout(width="auto"))
+        auto = {"button_width": "auto"}
         self.positive = W.ToggleButtons(options=[("foreground (y = 1)", True), ("background (y = 0)", False)], value=True,
-                                        style={"button_width": "140px"})
-        self.compare = W.Checkbox(True, description="the paper's γ = 0, 0.5, 1, 2, 5", indent=False)
-        self.quantity = W.ToggleButtons(options=["loss", "modulating factor", "gradient"], value="loss",
-                                        style={"button_width": "130px"})
-        self.log_scale = W.Checkbox(False, description="log y axis", indent=False, layout=W.Layout(width="110px"))
-        self.pt = W.FloatSlider(pt, min=0.01, max=0.99, step=0.01, description="cursor at p_t", **s)
-        self.readout = W.HTML()
+                                        style=auto)
+        self.compare = W.Checkbox(True, description="the paper's γ = 0, 0.5, 1, 2, 5", indent=False, layout=W.Layout(width="auto"))
+        self.quantity = W.ToggleButtons(options=["loss", "modulating factor", "gradient"], value="loss", style=auto)
+        self.log_scale = W.Checkbox(False, description="log y axis", indent=False, layout=W.Layout(width="auto"))
+        self.pt = W.FloatSlider(pt, min=0.01, max=0.99, step=0.01, description="cursor at p_t", **s("340px"))
+        self.readout = W.HTML(layout=W.Layout(max_width="900px"))
         self.observe(self.gamma, self.alpha, self.use_alpha, self.positive, self.compare, self.quantity, self.log_scale, self.pt)
         self.ui = self._box(
-            W.HBox([self.gamma, self.alpha, self.use_alpha]), W.HBox([self.pt, self.log_scale, self.compare]),
-            W.HBox([self.quantity, self.positive]), self.readout)
+            self._row(self.gamma, self.alpha, self.use_alpha), self._row(self.pt, self.log_scale, self.compare),
+            self._row(self.quantity, self.positive), self.readout)
         self.refresh()
 
     @property
@@ -108,6 +112,22 @@ class FocalLossExplorer(WidgetView):
                               f"{v['modulating_factor']:.4f}: the focal loss weights this example "
                               f"<b>{v['down_weighting']:,.1f}×</b> less than cross entropy")
 
+    def render(self) -> bytes:
+        """The full drawing when anything but the cursor changed; for the cursor alone (the p_t slider, dragged
+        continuously) the stored picture without it, and the cursor on top: a fraction of the time."""
+        canvas = self.fig.canvas
+        key = (self._curves_key, round(self.gamma.value, 3), self.alpha.value, self.log_scale.value)
+        if key != getattr(self, "_drawn_key", None):
+            self.fig.clear()
+            self.draw(self.fig)
+            canvas.draw()  # everything but the cursor
+            self._background, self._drawn_key = canvas.copy_from_bbox(self.fig.bbox), key
+        else:
+            canvas.restore_region(self._background)
+            self._cursor.set_xdata([self.pt.value, self.pt.value])
+        self._cursor.axes.draw_artist(self._cursor)
+        return encode_png(canvas.buffer_rgba())
+
     def draw(self, fig) -> None:
         ax = fig.add_subplot(1, 1, 1)
         pt, current = self.curves["p_t"], round(self.gamma.value, 3)
@@ -115,9 +135,11 @@ class FocalLossExplorer(WidgetView):
             bold = g == current
             ax.plot(pt, v, lw=2.5 if bold else 1.2, alpha=1 if bold else 0.7, label=f"γ = {g:g}" + (" (CE)" if g == 0 else ""),
                     color="C3" if bold else None, zorder=3 if bold else 2)
-        ax.axvline(self.pt.value, color="grey", ls=":", lw=1)
-        ax.axvspan(0.6, 1.0, color="green", alpha=0.06)
-        ax.text(0.8, 0.97, "well-classified\nexamples", transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
+        # the cursor is drawn apart (animated): moving only it redraws it on the stored rest of the picture
+        self._cursor = ax.axvline(self.pt.value, color="grey", ls=":", lw=1, animated=True)
+        ax.axvspan(WELL_CLASSIFIED, 1.0, color="green", alpha=0.06)
+        ax.text(WELL_CLASSIFIED + 0.02, 0.97, f"well-classified examples\n(p_t > {WELL_CLASSIFIED:g})",
+                transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=10)  # left of the legend
         ax.set_xlabel("probability of ground truth class, p_t")
         q = self.quantity.value
         ax.set_ylabel({"loss": "loss", "modulating factor": "(1 - p_t)^γ", "gradient": "|dFL/dx|"}[q])
@@ -126,9 +148,9 @@ class FocalLossExplorer(WidgetView):
         else:
             ax.set_ylim(0, 1.05 if q == "modulating factor" else {"loss": 5, "gradient": 1.05}[q] * self.alpha_weight)
         ax.set_xlim(0, 1)
-        ax.legend(fontsize=8, loc="upper right" if q == "loss" else "best")
+        ax.legend(fontsize=10, loc="upper right" if q == "loss" else "best")
         title = {"loss": "FL(p_t) = -α_t (1 - p_t)^γ log(p_t)", "modulating factor": "the modulating factor (1 - p_t)^γ",
                  "gradient": "gradient of the loss with respect to the logit x"}[q]
         ax.set_title(title + (f", α = {self.alpha.value:g}" if self.alpha_value is not None and q != "modulating factor" else ""),
-                     fontsize=10)
-        fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.14)  # tight_layout draws twice
+                     fontsize=11)
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.15)  # tight_layout draws twice
