@@ -10,6 +10,7 @@
     retinanet-lab predict   detections on image files: PNGs with boxes and a JSON
     retinanet-lab anchors   how well an anchor configuration covers a dataset's objects
     retinanet-lab lessons   a fresh copy of the lessons for a student (or, with --teacher, the teacher's edition)
+    retinanet-lab voila     a lesson as an app without its code, for a projector (Voila, offline)
 """
 
 from __future__ import annotations
@@ -345,6 +346,23 @@ def cmd_lessons(args) -> int:
     return 0
 
 
+def cmd_voila(args) -> int:
+    import os
+    import subprocess
+
+    from .lessons import voila_command
+
+    if not os.path.exists(args.target):
+        print(f"retinanet-lab voila: {args.target} not found: give a lesson (.ipynb) or a folder of lessons", file=sys.stderr)
+        return 2
+    try:
+        argv, env = voila_command(args.target, *args.voila_args)
+    except FileNotFoundError as e:
+        print(f"retinanet-lab voila: {e}", file=sys.stderr)
+        return 2
+    return subprocess.call(argv, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -415,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--teacher", action="store_true", help="the teacher's edition: solutions, answers, notes, teacher_guide.md")
     le.add_argument("--force", action="store_true", help="overwrite lessons already in DIRECTORY")
     le.set_defaults(func=cmd_lessons)
+
+    vo = sub.add_parser("voila", help="show a lesson as an app without its code (a projector view), offline",
+                        description="Run Voila on a lesson (or a folder of lessons) with this package's template, which "
+                                    "needs no internet (Voila's own page template asks a CDN for its icons).")
+    vo.add_argument("target", help="a lesson notebook, e.g. 02_focal_loss.ipynb, or a folder of them")
+    vo.add_argument("voila_args", nargs=argparse.REMAINDER, help="passed on to voila, e.g. --port=8866")
+    vo.set_defaults(func=cmd_voila)
     return p
 
 

@@ -2,8 +2,8 @@
 opens it, the widgets render, dragging a slider changes the picture, and no cell shows an error. A page with
 every widget is measured at 1366 and 1920 px: no control label, button or dropdown text is cut off, the focal
 explorer (controls and plot) fits a 1080 px screen, and the page asks no host but localhost for anything (Voilà
-runs with the repository's template, share/jupyter/voila/templates/retinanet-lab, which drops the lab
-template's Font Awesome links to a CDN).
+runs with the package's template, retinanet_lab/lessons/voila/templates/retinanet-lab, which drops the lab
+template's Font Awesome links to a CDN: what `retinanet-lab voila` runs).
 
 Needs /usr/bin/chromium (`apt-get install chromium`); `.ci/run` installs it and sets RETINANET_LAB_REQUIRE_BROWSER=1,
 so in CI a missing browser is a failure, never a skip. Screenshots go to artifacts/browser/.
@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from retinanet_lab.lessons import voila_command
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,7 +43,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-VOILA_TEMPLATE = "retinanet-lab"  # share/jupyter/voila/templates/retinanet-lab: the lab template without its CDN links
 
 
 @contextlib.contextmanager
@@ -49,11 +50,8 @@ def _voila(root: Path, log_path: Path):
     """Voilà serving `root` on loopback with the lab's template (as the README's `voila` command runs it)."""
     port = _free_port()
     log = open(log_path, "w+")
-    env = {**os.environ, "MPLBACKEND": "Agg", "JUPYTER_PATH": os.pathsep.join(
-        [str(ROOT / "share" / "jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])])}
-    proc = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                             f"--Voila.root_dir={root}", "--show_tracebacks=True", f"--template={VOILA_TEMPLATE}"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    argv, env = voila_command(root, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", "--show_tracebacks=True")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**env, "MPLBACKEND": "Agg"})
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -170,7 +168,7 @@ def _no_errors(page) -> None:
     assert "Traceback" not in page.content()
 
 
-@pytest.mark.parametrize("notebook, name", [("02_focal_loss.ipynb", "focal_loss"), ("08_live_detections.ipynb", "detections")])
+@pytest.mark.parametrize("notebook, name", [("02_focal_loss.ipynb", "focal_loss"), ("09_live_detections.ipynb", "detections")])
 def test_lesson_renders_and_a_slider_changes_the_plot(voila, browser, notebook, name):
     page = _open(browser, f"{voila}/voila/render/{notebook}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -259,3 +257,71 @@ def test_voila_page_asks_no_host_but_localhost(voila, browser):
     page.wait_for_timeout(1000)  # late requests (fonts, lazily loaded extensions)
     assert page.requested and not _outside_requests(page), _outside_requests(page)
     page.close()
+
+
+# --- JupyterLab: a lesson a student opens is not marked modified before anything runs ---------------------------------
+
+KERNEL_IDLE = ("() => [...document.querySelectorAll('#jp-main-statusbar span')]"
+               ".some(s => /Python 3.*\\|\\s*Idle/.test(s.textContent))")
+TAB_DIRTY = ("() => { const t = document.querySelector('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current');"
+             " return t ? [t.textContent, t.classList.contains('jp-mod-dirty')] : null; }")
+
+
+@contextlib.contextmanager
+def _jupyterlab(root: Path, log_path: Path):
+    """JupyterLab serving `root` on loopback, no token, with its own (empty) settings and workspaces."""
+    port = _free_port()
+    log = open(log_path, "w+")
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(root.parent / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(root.parent / "lab-workspaces")}
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--ServerApp.open_browser=False", f"--ServerApp.port={port}",
+                             "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
+                             f"--ServerApp.root_dir={root}", "--allow-root",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/lab", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"jupyter lab exited: {log.read()[-3000:]}") from None
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("jupyter lab did not start")
+        yield url
+    finally:
+        proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.seek(0)
+        print(log.read()[-3000:])
+
+
+def test_jupyterlab_opens_a_lesson_unmodified(browser, tmp_path):
+    """A student opens a lesson in JupyterLab and does nothing: once its kernel is up and idle, the tab shows no
+    "modified" dot (a lesson that JupyterLab rewrites on opening asks "save changes?" and autosaves over the student's
+    copy), and the page asks no host but localhost for anything."""
+    root = tmp_path / "course"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / "02_focal_loss.ipynb", root)
+    with _jupyterlab(root, tmp_path / "lab.log") as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.requested = []
+        page.on("request", lambda request: page.requested.append(request.url))
+        page.goto(f"{url}/lab/tree/02_focal_loss.ipynb?reset", timeout=120_000)
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)  # the kernel started and answered (language_info is in)
+        page.wait_for_timeout(3000)  # late metadata updates from the kernel, the session, the widget manager
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab_02_opened.png"))
+        label, dirty = page.evaluate(TAB_DIRTY)
+        assert label.strip() == "02_focal_loss.ipynb", label
+        assert not dirty, "JupyterLab marks the lesson modified right after opening it (see jupyterlab_02_opened.png)"
+        assert page.requested and not _outside_requests(page), _outside_requests(page)
+        page.close()

@@ -110,7 +110,8 @@ print(check_iou(never_overlap))
 # * Logic lives in the `retinanet_lab` package (tested by pytest); a lesson only composes it. Each lesson names the
 #   modules to read next to the paper: each has the paper's equation in its docstring.
 # * Every widget is also a plain Python object: `w = FocalLossExplorer(); w.gamma.value = 1; w.values` works in code.
-# * For a projector, `voila notebooks/02_focal_loss.ipynb` shows a lesson as an app, without its code.
+# * For a projector, `retinanet-lab voila 02_focal_loss.ipynb`, typed in a terminal in the lessons' folder, shows a
+#   lesson as an app, without its code (offline).
 #
 # **Recap.** Shift+Enter runs a cell, ■ stops it; exercises are checked case by case; AP and AP50 score detectors from
 # 0 to 1, AP50 at IoU ≥ 0.5, AP over IoU 0.5 to 0.95.

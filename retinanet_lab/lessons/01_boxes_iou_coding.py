@@ -9,7 +9,8 @@
 # %% [markdown]
 # # 1. Boxes, IoU and box coding
 #
-# - **Objectives.** After this lesson you can compute the IoU of every pair of boxes of two sets without a loop, encode a
+# - **Objectives.** After this lesson you can compute the IoU of every pair of boxes of two sets without a loop,
+#   encode a
 #   box relative to an anchor as (dx, dy, dw, dh), decode it back, and say why the box subnet predicts these four
 #   numbers rather than corners.
 # - **Prerequisites.** Lesson 00; PyTorch tensors, slicing and broadcasting (`a[:, None] - b[None, :]`).
@@ -28,7 +29,8 @@
 # * **Box coding.** The box subnet does not predict boxes: for each anchor it predicts how to move and stretch the
 #   anchor onto the object,
 #
-#   $$d_x = \frac{x - x_a}{w_a}, \quad d_y = \frac{y - y_a}{h_a}, \quad d_w = \log\frac{w}{w_a}, \quad d_h = \log\frac{h}{h_a}$$
+#   $$d_x = \frac{x - x_a}{w_a}, \quad d_y = \frac{y - y_a}{h_a}, \quad d_w = \log\frac{w}{w_a}, \quad d_h =
+#   \log\frac{h}{h_a}$$
 #
 #   where $(x, y)$ and $(x_a, y_a)$ are the **centres** of the box and of the anchor, and $w, h$ and $w_a, h_a$ their
 #   widths and heights. A shift is measured in units of the anchor's size and a change of size as a log ratio, so the
@@ -82,7 +84,8 @@ ax.set_title("decode(encode(box)) = box");
 # ## Exercise: IoU
 #
 # Write `my_iou(boxes1, boxes2)`. `boxes1` is an `(N, 4)` tensor and `boxes2` an `(M, 4)` tensor of boxes given by their
-# corners `(x1, y1, x2, y2)` in pixels (width = `x2 - x1`, height = `y2 - y1`, no "+1"). Return the `(N, M)` tensor whose
+# corners `(x1, y1, x2, y2)` in pixels (width = `x2 - x1`, height = `y2 - y1`, no "+1"). Return the `(N, M)` tensor
+# whose
 # entry `[i, j]` is the IoU of `boxes1[i]` and `boxes2[j]`:
 #
 # $$\mathrm{IoU} = \frac{\text{area of the intersection}}{\text{area of the union}}, \qquad
@@ -90,7 +93,8 @@ ax.set_title("decode(encode(box)) = box");
 #
 # Boxes that do not overlap have IoU 0. Write it without a Python loop: index `boxes1[:, None, :]` and
 # `boxes2[None, :, :]` so that they broadcast to `(N, M, ...)`. This is how RetinaNet labels its anchors (section 4):
-# an anchor is assigned to an object when their IoU is at least 0.5, to the background below 0.4, and ignored in between.
+# an anchor is assigned to an object when their IoU is at least 0.5, to the background below 0.4, and ignored in
+# between.
 
 # %% tags=["exercise"]
 import torch
@@ -121,10 +125,12 @@ print(check_iou(my_iou))
 #
 # $$d_x = \frac{x - x_a}{w_a}, \qquad d_y = \frac{y - y_a}{h_a}, \qquad d_w = \log\frac{w}{w_a}, \qquad d_h = \log\frac{h}{h_a}$$
 #
-# Write `my_encode_boxes(gt_boxes, anchors)`: both are `(N, 4)` tensors of corners `(x1, y1, x2, y2)` (width = `x2 - x1`,
+# Write `my_encode_boxes(gt_boxes, anchors)`: both are `(N, 4)` tensors of corners `(x1, y1, x2, y2)` (width = `x2 -
+# x1`,
 # no "+1"), row `i` of `gt_boxes` being the object assigned to anchor `i`. Return the `(N, 4)` tensor of
 # `(dx, dy, dw, dh)`, one row per anchor. Dividing by the anchor's size makes the targets scale-free (a shift of a
-# quarter of the anchor's width is dx = 0.25 on a 16 px anchor as on a 512 px one); the log makes "twice as wide" (+0.69) and "half as wide" (-0.69) symmetric.
+# quarter of the anchor's width is dx = 0.25 on a 16 px anchor as on a 512 px one); the log makes "twice as wide"
+# (+0.69) and "half as wide" (-0.69) symmetric.
 
 # %% tags=["exercise"]
 import torch
@@ -162,7 +168,8 @@ print(check_encode_boxes(my_encode_boxes))
 # and the box's corners are `(x - w/2, y - h/2, x + w/2, y + h/2)`.
 #
 # Write `my_decode_boxes(deltas, anchors)`: `deltas` is `(N, 4)` as `(dx, dy, dw, dh)`, `anchors` is `(N, 4)` as corners
-# `(x1, y1, x2, y2)`; row `i` of `deltas` applies to anchor `i`. Return the `(N, 4)` boxes as corners `(x1, y1, x2, y2)`.
+# `(x1, y1, x2, y2)`; row `i` of `deltas` applies to anchor `i`. Return the `(N, 4)` boxes as corners `(x1, y1, x2,
+# y2)`.
 # (The package's `decode_boxes` also clamps `dw` and `dh` at log(1000/16) so that `exp` cannot overflow on a wild
 # prediction; you may leave that out here.)
 

@@ -76,7 +76,8 @@ FocalLossExplorer()
 #
 # `torchvision.ops.sigmoid_focal_loss` computes p = σ(x) first, then `(1 - p_t) ** γ`. At a confident logit such as
 # x = 30, σ(30) rounds to exactly 1 in float32, so 1 − p_t = 0. Backpropagation multiplies the power's derivative
-# γ · 0^(γ−1) = ∞ (for 0 < γ < 1) by the sigmoid's derivative p (1 − p) = 0, and ∞ · 0 = NaN: one such anchor turns every
+# γ · 0^(γ−1) = ∞ (for 0 < γ < 1) by the sigmoid's derivative p (1 − p) = 0, and ∞ · 0 = NaN: one such anchor turns
+# every
 # weight's gradient into NaN. The true gradient (eq. 10) is finite and nearly 0. The paper's own loss layer "combines
 # the sigmoid operation for computing p with the loss computation, resulting in greater numerical stability" (§3.2);
 # this lab goes one step further and computes log p_t and log(1 − p_t) with `logsigmoid`, and
@@ -111,7 +112,8 @@ for name, fn in (("torchvision", sigmoid_focal_loss), ("retinanet_lab", focal_lo
 #
 # Compute it **in log space from the logits**, as above: `log p = F.logsigmoid(x)`, `log(1 - p) = F.logsigmoid(-x)`, and
 # `(1 - p_t)^γ = exp(γ · log(1 - p_t))`. Never `torch.log(torch.sigmoid(x))` or `1 - torch.sigmoid(x)`: for a confident
-# prediction, `sigmoid` rounds to exactly 0 or 1, the log becomes `-inf`, and for 0 < γ < 1 the gradient of `(1 - p_t) ** γ`
+# prediction, `sigmoid` rounds to exactly 0 or 1, the log becomes `-inf`, and for 0 < γ < 1 the gradient of `(1 - p_t)
+# ** γ`
 # becomes NaN, as torchvision's showed. The check tests cross entropy, the modulating factor, α, the paper's 100×, and
 # the values and gradients at logits of ±200.
 
@@ -144,13 +146,15 @@ print(check_focal_loss(my_focal_loss))
 #   gets right, times a fixed per-class weight.
 # * With γ = 2 an example at p_t = 0.9 weighs 100× less than under CE; a misclassified one (p_t ≤ 0.5) at most 4× less.
 # * Compute it from logits, in log space: `logsigmoid` for log p and log(1 − p), `exp(γ · log(1 − p_t))` for the factor.
-#   `log(sigmoid(x))` gives −∞, a clamp gives a finite but wrong value, and `(1 - p_t) ** γ` gives NaN gradients at saturated logits when
+#   `log(sigmoid(x))` gives −∞, a clamp gives a finite but wrong value, and `(1 - p_t) ** γ` gives NaN gradients at
+#   saturated logits when
 #   0 < γ < 1.
 
 # %% [markdown] tags=["questions"]
 # ### Questions to think about
 #
-# 1. A background anchor scores p = 0.1 for some class. By how much does the focal loss (γ = 2, α = 0.25) reduce its loss
+# 1. A background anchor scores p = 0.1 for some class. By how much does the focal loss (γ = 2, α = 0.25) reduce its
+#    loss
 #    compared with plain cross entropy? Which part of that is γ's and which α's?
 # 2. Positives are rare, yet the best α for γ = 2 is 0.25, which gives the positives *less* weight than the negatives.
 #    Why does that make sense once γ is there?
@@ -161,7 +165,8 @@ print(check_focal_loss(my_focal_loss))
 #
 # 1. For a negative, p_t = 1 − p = 0.9. CE = −log 0.9 = 0.105. FL = (1 − α)(1 − p_t)^γ CE = 0.75 × 0.01 × 0.105 =
 #    0.00079: 133× less. γ's factor (1 − 0.9)² = 0.01 gives 100×; α's weight 0.75 gives the other 1.33×.
-# 2. α and γ interact (§4.1, §5.1): γ already turns down most of the negatives' loss, so they no longer swamp the positives;
+# 2. α and γ interact (§4.1, §5.1): γ already turns down most of the negatives' loss, so they no longer swamp the
+#    positives;
 #    what is left of the negatives is the hard ones, and a larger weight on the positives would now over-correct.
 #    Table 1 (b): the best α falls from 0.75 at γ = 0 to 0.25 at γ ≥ 1.
 # 3. That is what hard example mining does (OHEM, lesson 04), and the paper's Table 1 (d) finds FL better than the best
@@ -180,7 +185,8 @@ print(check_focal_loss(my_focal_loss))
 #
 # **The exercise** (15 min). Students who compute cross entropy from the logits but the factor as `(1 - p_t) ** gamma`
 # from `torch.sigmoid` pass the value cases and fail the gradient case at γ = 0.5 with the ∞ · 0 explanation; those who
-# also take `torch.log(torch.sigmoid(x))` fail earlier, on the saturated values (−inf); students who clamp (`p.clamp(1e-7)`) fail the saturated
+# also take `torch.log(torch.sigmoid(x))` fail earlier, on the saturated values (−inf); students who clamp
+# (`p.clamp(1e-7)`) fail the saturated
 # values case (the loss of a confidently wrong example, logit 200, is 150, not 12). That failure is the point of the
 # lesson: the fix is log space, not a smaller epsilon.
 #

@@ -15,7 +15,8 @@
 # - **Prerequisites.** Lesson 01 (IoU); lesson 02 (why the imbalance matters).
 # - **Time.** 40 min in class
 # - **Runs in.** 15 s on a 2-core laptop CPU
-# - **Paper.** §4 "Anchors" and "Feature Pyramid Network Backbone"; §5.2 "Anchor Density" (Table 1 (c)); the RPN rule it builds on
+# - **Paper.** §4 "Anchors" and "Feature Pyramid Network Backbone"; §5.2 "Anchor Density" (Table 1 (c)); the RPN rule
+#   it builds on
 #   (Faster R-CNN §3.1.2).
 
 # %% [markdown]
@@ -206,7 +207,8 @@ for ratios in ((0.5, 1.0, 2.0), (0.5, 1.0, 2.0, 4.0)):
 # %% [markdown]
 # No 5:1 box reaches IoU 0.5 with a 2:1 anchor of any size: a 2:1 box centred on a 5:1 box overlaps it at IoU 0.46 at
 # best (0.47 with torchvision's rounded anchors: still below 0.5). Adding one ratio fixes it (at the cost of 3 more
-# anchors per location, one per scale: A = 12). The paper's Table 1 (c) (§5.2) shows what anchor density buys on COCO: 30.3 AP with one square anchor, 34.0 with 3 scales and 3
+# anchors per location, one per scale: A = 12). The paper's Table 1 (c) (§5.2) shows what anchor density buys on COCO:
+# 30.3 AP with one square anchor, 34.0 with 3 scales and 3
 # ratios.
 
 # %% [markdown]
@@ -224,7 +226,8 @@ for ratios in ((0.5, 1.0, 2.0), (0.5, 1.0, 2.0, 4.0)):
 #
 # 1. Why does RetinaNet ignore anchors with IoU between 0.4 and 0.5 instead of calling them background?
 # 2. An image has no objects at all. What are its anchors' labels, and what does that image contribute to the loss?
-# 3. With low-quality matches turned off, which objects of the shapes world would have no positive anchor, and what would
+# 3. With low-quality matches turned off, which objects of the shapes world would have no positive anchor, and what
+#    would
 #    the detector learn about them?
 
 # %% [markdown] tags=["teacher"]
@@ -235,7 +238,8 @@ for ratios in ((0.5, 1.0, 2.0), (0.5, 1.0, 2.0, 4.0)):
 #    no (< 0.4); the ambiguous ones are left out of the classification loss.
 # 2. All background. Its classification loss is the sum over all its anchors' negatives, and no box loss. With the
 #    per-image rule of the paper's text and torchvision that sum is divided by max(1, 0) = 1; with this lab's default
-#    per-batch rule (Detectron's) it joins the batch's sum, divided by the whole batch's foreground count (lesson 08). Such images teach the model what background looks like; they are
+#    per-batch rule (Detectron's) it joins the batch's sum, divided by the whole batch's foreground count (lesson 08).
+#    Such images teach the model what background looks like; they are
 #    not an error (a dataset of your own may have many).
 # 3. Objects whose best anchor has IoU < 0.5: in the coverage report, the few with best IoU 0.4-0.5 (and, with tall
 #    objects, all of them). They would have no positive anchor; anchors near them would be ignored or background, so

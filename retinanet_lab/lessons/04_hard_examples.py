@@ -105,7 +105,8 @@ for g in (0, 0.5, 1, 2, 5):
 # smoothly, for as long as they stay easy. Note that "easy" in this table is a fixed cut at p_t = 0.5, while Figure 4's
 # "hard" is the high-loss end of each group's own ranking.
 #
-# **OHEM against FL.** OHEM "completely discards easy examples" (§5.1); FL keeps everything, down-weighted. In Table 1 (d)
+# **OHEM against FL.** OHEM "completely discards easy examples" (§5.1); FL keeps everything, down-weighted. In Table 1
+# (d)
 # (ResNet-101-FPN, 600 px, COCO minival) FL reaches **36.0 AP**, the best OHEM (no 1:3 ratio, batch 128, NMS 0.5)
 # **32.8**, a gap of 3.2 AP, and the best OHEM 1:3 (batch 128, NMS 0.5) **31.1**, a gap of 4.9 AP.
 
@@ -168,7 +169,8 @@ print(check_ohem(my_ohem))
 #    confident on the easy background and less on the rare hard cases; the losses it makes, and so the curves, describe
 #    that model. Figure 4 isolates the effect of γ on the *weighting* of one fixed set of predictions.
 # 2. With no positives, OHEM here keeps ratio × max(1, 0) = 3 negatives (the hardest); without such a floor it would
-#    keep none and the image would teach nothing. The focal loss keeps every anchor, down-weighted; with the per-image normaliser
+#    keep none and the image would teach nothing. The focal loss keeps every anchor, down-weighted; with the per-image
+#    normaliser
 #    it is divided by max(1, 0) = 1 (with the lab's per-batch default, by the batch's foreground count).
 # 3. Under FL yes: if the model starts to get it wrong, its p_t falls and its weight (1 − p_t)^γ rises, automatically.
 #    Under OHEM only if its loss climbs into the top 3 × N_pos of its image; otherwise it contributes exactly nothing.
@@ -185,7 +187,8 @@ print(check_ohem(my_ohem))
 #
 # **What to say about the positives.** The class will see the positives' curve move more than the paper's "minor".
 # Say what may explain it (a small model on a small synthetic world that gets most of its positives right), that this
-# is a hypothesis, and that a lab measuring something different from a paper is normal: the claim to check is the contrast between negatives and positives, which holds.
+# is a hypothesis, and that a lab measuring something different from a paper is normal: the claim to check is the
+# contrast between negatives and positives, which holds.
 #
 # **The exercise** (10 min). Typical mistakes the check names: ranking positives and negatives together, keeping the
 # smallest losses, a fixed 3 negatives instead of 3 per positive, no floor for images without positives.

@@ -52,7 +52,8 @@ print(format_table(parameter_table(model)))
 # a detector almost every output should say "no", so at p = 0.5 every background output of an image (about 24,000 in a
 # 160 px classroom image, about 8 million at the paper's scale) is on the wrong side and pays a loss, small alone but
 # huge summed: under CE, log 2 ≈ 0.69 each; under the focal loss (γ = 2, α = 0.25), 0.75 × 0.5² × log 2 ≈ 0.13 each.
-# The sum is divided by the few dozen positive anchors (the normaliser of lesson 08). The paper's fix changes the initialisation, not the loss: the bias of the last classification layer starts at
+# The sum is divided by the few dozen positive anchors (the normaliser of lesson 08). The paper's fix changes the
+# initialisation, not the loss: the bias of the last classification layer starts at
 #
 # $$b = -\log\frac{1 - \pi}{\pi}$$
 #
@@ -136,7 +137,8 @@ print(check_first_loss(my_first_loss))
 # trains the classroom model from π = 0.01 and from π = 0.5 with the **classroom recipe**: GroupNorm in the subnets
 # (it normalises each group of channels of an image), the focal loss, AdamW at 5e-3 (which scales each parameter's step
 # by a running estimate of its gradient's size) and gradient clipping at norm 10 (which rescales the whole gradient when
-# its norm exceeds 10), with no warm-up and a constant learning rate. *(Static pictures in this notebook are what the widgets showed when it was saved.)*
+# its norm exceeds 10), with no warm-up and a constant learning rate. *(Static pictures in this notebook are what the
+# widgets showed when it was saved.)*
 
 # %%
 from retinanet_lab.widgets import ArchitectureView
@@ -172,6 +174,8 @@ for label in labels:
         first, last = r["loss"][0][1], r["loss"][-1][1]
         cells.append(f"{first:6.1f} → NaN (diverged)" if r["diverged"] else f"{first:6.1f} → {last:4.2f}")
     print(f"{label:64s} {cells[0]:18s} {cells[1]}")
+
+# %%
 fig, axes = plt.subplots(1, len(labels), figsize=(12, 3.3), sharey=True)
 for ax, label in zip(axes, labels):
     for r in (r for r in recipes if r["label"] == label):

@@ -175,7 +175,8 @@ print(check_nms(my_nms))
 #
 # **The live demo.** Raise the score threshold from 0.05 to 0.5: candidates drop from hundreds to a few dozen (396 → 59
 # on the default image) and the detections from 55 to 5: the confident ones stay, the weak ones go. Those weak ones are
-# what AP's ranking uses to reach more recall (lesson 07), which is why the inference threshold is only 0.05. Then lower NMS's IoU to 0.2 and raise it to 0.9: too low
+# what AP's ranking uses to reach more recall (lesson 07), which is why the inference threshold is only 0.05. Then
+# lower NMS's IoU to 0.2 and raise it to 0.9: too low
 # and neighbouring objects suppress each other, too high and duplicates survive.
 #
 # **The exercises** (20 min). Candidate selection: every class of every anchor competes (do not take the max over

@@ -14,7 +14,7 @@
 #   misses by object size.
 # - **Prerequisites.** Lesson 01 (IoU), lesson 06 (detections with scores).
 # - **Time.** 35 min in class
-# - **Runs in.** 10 s on a 2-core laptop CPU
+# - **Runs in.** 15 s on a 2-core laptop CPU
 # - **Paper.** §5 "Experiments" (COCO, AP), Table 1, Table 2 (AP, AP50, AP75, APS, APM, APL).
 
 # %% [markdown]
@@ -96,7 +96,8 @@ print(check_average_precision(my_average_precision))
 # %% [markdown]
 # ## Precision-recall curves
 #
-# The curve of each class at IoU 0.50 and at 0.75 (COCO's envelope, at the 101 recall values). A curve that stays high and drops at the end is a detector that finds most
+# The curve of each class at IoU 0.50 and at 0.75 (COCO's envelope, at the 101 recall values). A curve that stays high
+# and drops at the end is a detector that finds most
 # objects confidently; the recall where it drops to 0 is the share of objects found at all. Up to the 101-point
 # sampling, the area under a curve is that class's AP at that threshold.
 

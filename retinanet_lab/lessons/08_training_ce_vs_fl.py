@@ -14,7 +14,7 @@
 #   recipe, how many seeds, and what it can and cannot show.
 # - **Prerequisites.** Lesson 02 (FL, α), lesson 03 (foreground and ignored anchors), lesson 07 (AP).
 # - **Time.** 45 min in class
-# - **Runs in.** 90 s on a 2-core laptop CPU (the live run trains 120 steps)
+# - **Runs in.** 45 s on a 2-core laptop CPU (the live run trains 40 steps)
 # - **Paper.** §4.1 "Focal Loss" (normalisation), "Optimization"; §5.1 Table 1 (a), (b).
 
 # %% [markdown]
@@ -22,13 +22,15 @@
 #
 # The training loss is the focal loss of every (anchor, class) output of the anchors that are not ignored, plus a
 # smooth L1 box loss on the deltas of every foreground anchor (§4.1; smooth L1 is |x| − β/2 beyond β and x²/(2β)
-# below it; β = 0.11 here, Detectron's, the paper gives none). How it is normalised matters: *"The total focal loss of an image is computed as the sum of the focal
+# below it; β = 0.11 here, Detectron's, the paper gives none). How it is normalised matters: *"The total focal loss of
+# an image is computed as the sum of the focal
 # loss over all ∼100k anchors, normalized by the number of anchors assigned to a ground-truth box. We perform the
 # normalization by the number of assigned anchors, not total anchors, since the vast majority of anchors are easy
 # negatives and receive negligible loss values under the focal loss."* (§4.1). Implementations differ in what "a
 # batch" does with this: torchvision normalises each image by its own count and averages over the images, as the
 # sentence says; Detectron, the paper's code, sums the loss of the images on a GPU and divides once by their total count
-# (plus one per image; here `normalization="batch"` in `retinanet_lab/loss.py`, what this lab trains with by default; `"image"` is the per-image
+# (plus one per image; here `normalization="batch"` in `retinanet_lab/loss.py`, what this lab trains with by default;
+# `"image"` is the per-image
 # form).
 
 # %% [markdown]
@@ -70,7 +72,8 @@ print(check_normalized_loss(my_normalized_loss))
 # %% [markdown]
 # ## A live run
 #
-# A fresh classroom model, 640 shapes images, 3 epochs (120 steps): choose the loss, press Start, and watch the two loss
+# A fresh classroom model, 320 shapes images, 2 epochs (40 steps; move the slider for more): choose the loss, press
+# Start, and watch the two loss
 # terms, the AP after each epoch (lesson 07) and the detections on a fixed image. Stop works at any time, and so does
 # the kernel's ■ (the run stops cleanly and Start works again). *(Static pictures in this notebook are what the widgets
 # showed when it was saved.)*
@@ -81,7 +84,7 @@ from retinanet_lab.widgets import TrainingMonitor
 
 classroom_style()  # sharp figures, readable text
 
-monitor = TrainingMonitor(epochs=3)
+monitor = TrainingMonitor(epochs=2, num_images=320)
 monitor
 
 # %% [markdown]
@@ -90,20 +93,23 @@ monitor
 
 # %%
 monitor.start()
-monitor.join()
-print(monitor.status.value)
+monitor.join()  # prints how the run ended; the kernel's ■ stops it cleanly
 monitor.snapshot()
 
 # %% [markdown]
-# What a 120-step run can show: the loss falls, the AP rises from 0, the boxes start to land. What it cannot show is
-# which loss is better: after 120 steps the AP is around 0.03 (AP50 around 0.1), and two runs with different seeds differ by about as
+# What a 40-step run can show: the loss falls, the AP rises from 0, the boxes start to land. What it cannot show is
+# which loss is better: after 40 steps the AP is around 0.01, and after 120 (3 epochs of 640 images) around 0.03, and
+# two runs with different seeds
+# differ by about as
 # much as the losses do. For that, many longer runs, each with several seeds:
 #
 # ## The ablation: the paper's Table 1 in miniature
 #
-# `retinanet_lab/assets/ablation_loss.json` (made by `python assets/make_ablations.py --only loss`) trains the classroom model from
+# `retinanet_lab/assets/ablation_loss.json` (made by `python assets/make_ablations.py --only loss`) trains the
+# classroom model from
 # scratch with CE, α-balanced CE and FL for γ in {0.5, 1, 2, 5} and α in {0.25, 0.5, 0.75}. **The recipe**: 1,920
-# shapes images, 2 epochs of 16 images (240 steps), AdamW with learning rate 5e-3, 50 warm-up steps (the learning rate rises linearly
+# shapes images, 2 epochs of 16 images (240 steps), AdamW with learning rate 5e-3, 50 warm-up steps (the learning rate
+# rises linearly
 # from near 0), then a cosine decay to 0,
 # gradient clipping at 10; **2 seeds** per configuration; AP on 200 fresh images. The paper: ResNet-50-FPN pretrained on
 # ImageNet, SGD at 0.01 for 90k iterations of 16 images, 600 px COCO images, AP on COCO minival.
@@ -173,7 +179,8 @@ fig.tight_layout()
 #
 # Why? A **hypothesis**, not a finding: 240 steps from scratch is the very start of training, when most examples are
 # still half right; a large γ turns their loss and gradient down too, so learning is slower, while the paper's benefit
-# is measured after 90k steps of an ImageNet-pretrained network on a problem with ∼300 times more negative examples per image (about 8 million against about
+# is measured after 90k steps of an ImageNet-pretrained network on a problem with ∼300 times more negative examples
+# per image (about 8 million against about
 # 24,000; ∼100 times more per positive).
 # To test it, run the sweep 4 times longer (`python assets/make_ablations.py --only loss --epochs 8`: about 100 minutes
 # on 2 cores with the default 2 seeds) and with more seeds (`--seeds 0 1 2 3`: about 200 minutes for both), and see
@@ -220,7 +227,7 @@ fig.tight_layout()
 #
 # ### Teacher's notes: lesson 08
 #
-# **Before class.** On a slow machine, run this notebook before class: the live run takes about 90 s (the saved
+# **Before class.** On a slow machine, run this notebook before class: the live run takes about a minute (the saved
 # notebook already shows a finished run). In class you can press Start with a different loss while you talk.
 #
 # **The live demo.** Start the focal loss first, then stop it and start cross entropy: the class sees the loss curves

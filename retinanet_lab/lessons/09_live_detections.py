@@ -9,7 +9,8 @@
 # %% [markdown]
 # # 9. Live detections
 #
-# - **Objectives.** After this lesson you can run the detector on new images, choose a score threshold and an NMS IoU for
+# - **Objectives.** After this lesson you can run the detector on new images, choose a score threshold and an NMS IoU
+#   for
 #   a picture, read the per-level heat maps (which pyramid level sees which object), and compute a class heat map from
 #   the classification subnet's raw output.
 # - **Prerequisites.** Lesson 03 (anchors on P3-P7), lesson 05 (the K·A outputs per location), lesson 06 (thresholds,
@@ -25,7 +26,8 @@
 # and learned, on the level whose anchors fit it. The classroom model's anchors are 16 to 256 px on P3 to P7 (the
 # paper's 32 to 512 halved for 160 px images): small shapes light up P3 and P4, large ones P5 and P6. **P7 stays dark**:
 # its anchors (256 to 406 px) are larger than the 160 px image, so in practice no object matches one (0 foreground
-# anchors on P7 over 400 images; the largest shapes are about 160 px), and the model learned to say "no object" there everywhere. *(Static pictures in this notebook are what the widgets showed
+# anchors on P7 over 400 images; the largest shapes are about 160 px), and the model learned to say "no object" there
+# everywhere. *(Static pictures in this notebook are what the widgets showed
 # when it was saved; run the notebook in JupyterLab, or `voila` it, to move the sliders.)*
 
 # %%

@@ -14,11 +14,12 @@
 #   a short fine-tuning and measure AP before and after.
 # - **Prerequisites.** Lesson 05 (the prior bias), lesson 07 (AP), lesson 08 (training).
 # - **Time.** 30 min in class
-# - **Runs in.** 90 s on a 2-core laptop CPU (the fine-tuning run)
+# - **Runs in.** 30 s on a 2-core laptop CPU (the fine-tuning run)
 # - **Paper.** §4.1 "Initialization" (the new layer's initialisation), "Optimization".
 
 # %% [markdown]
-# Your data as a COCO folder (an `images/` folder and an annotation JSON, as CVAT, Label Studio or Roboflow export it) or
+# Your data as a COCO folder (an `images/` folder and an annotation JSON, as CVAT, Label Studio or Roboflow export it)
+# or
 # a Pascal VOC folder (`Annotations/*.xml` and `JPEGImages/`, as LabelImg writes it). The worked example below *makes*
 # such a dataset from the shapes world, with two of the five classes the classroom model already knows (triangle and
 # diamond) on harder images, then fine-tunes it with a brand-new output layer. The features for these shapes are
@@ -114,7 +115,8 @@ print(f"AP50 before fine-tuning {before['AP50']:.3f} (a new, untrained output la
 # ```bash
 # retinanet-lab train --data coco --images my_dataset/images --annotations my_dataset/instances.json \
 #     --from-checkpoint path/to/classroom_model.pt --epochs 10 --out runs/mine
-# retinanet-lab eval runs/mine/checkpoint.pt --data coco --images my_dataset/images --annotations my_dataset/instances.json
+# retinanet-lab eval runs/mine/checkpoint.pt --data coco --images my_dataset/images --annotations
+# my_dataset/instances.json
 # ```
 #
 # **Penn-Fudan pedestrians (online).** `PennFudanDataset(root, download=True)` fetches the 170-image dataset once;
@@ -163,7 +165,7 @@ except (RuntimeError, OSError) as e:
 #
 # ### Teacher's notes: lesson 10
 #
-# **Before class.** The fine-tuning cell trains 44 steps, about 90 s on a 2-core laptop: run the notebook once before
+# **Before class.** The fine-tuning cell trains 44 steps, about 30 s on a 2-core laptop: run the notebook once before
 # class on a slow machine; the saved notebook shows the result. Students' own datasets: ask for a COCO or VOC export
 # from any labelling tool; `retinanet-lab anchors` on it (lesson 03) tells whether the anchors fit their objects.
 #

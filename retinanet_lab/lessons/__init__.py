@@ -21,18 +21,33 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 
 __all__ = ["LESSONS_DIR", "LESSONS", "TEACHER", "EXERCISE", "QUESTIONS", "edition", "lesson_title", "write_edition",
-           "strip_solutions", "teacher_guide"]
+           "strip_solutions", "teacher_guide", "VOILA_TEMPLATE", "voila_command"]
 
 LESSONS_DIR = Path(__file__).resolve().parent
 LESSONS = sorted(p for p in LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 TEACHER, EXERCISE, QUESTIONS = "teacher", "exercise", "questions"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+VOILA_TEMPLATE = "retinanet-lab"  # voila/templates/retinanet-lab here: Voila's lab template less its links to a CDN
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}  # what JupyterLab writes
+
+
+def _language_info() -> dict:
+    """What the Python kernel that will run a lesson reports about itself. JupyterLab writes it into the notebook when
+    the kernel connects; a copy that already holds the same is not marked modified on opening."""
+    try:
+        from ipykernel.ipkernel import IPythonKernel
+
+        return dict(IPythonKernel.language_info)
+    except ImportError:  # no Jupyter here: the same fields, as ipykernel writes them
+        return {"codemirror_mode": {"name": "ipython", "version": sys.version_info[0]}, "file_extension": ".py",
+                "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3",
+                "version": sys.version.split()[0]}
 
 
 def _read(path: Path) -> nbformat.NotebookNode:
@@ -95,7 +110,7 @@ def edition(path: Path, teacher: bool = False) -> nbformat.NotebookNode:
         cells.append(cell)
     out = nbformat.v4.new_notebook(cells=cells)
     out.nbformat, out.nbformat_minor = 4, 5
-    out.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
+    out.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": _language_info(),
                     "retinanet_lab": {"lesson": path.stem, "edition": "teacher" if teacher else "student"}}
     if teacher:
         out.cells.insert(0, nbformat.v4.new_markdown_cell(
@@ -147,3 +162,16 @@ def write_edition(directory: str | os.PathLike, teacher: bool = False, overwrite
         guide.write_text(teacher_guide(), encoding="utf-8")
         targets.append(guide)
     return targets
+
+
+def voila_command(target: str | os.PathLike, *extra: str) -> tuple[list[str], dict]:
+    """The command and environment that show a lesson (or a folder of lessons) as an app without code, offline:
+    Voila with this package's template, found through JUPYTER_PATH (the template ships inside the package)."""
+    import shutil
+
+    voila = shutil.which("voila", path=os.path.dirname(sys.executable)) or shutil.which("voila")
+    if voila is None:
+        raise FileNotFoundError("Voila is not installed here: pip install voila")
+    paths = [str(LESSONS_DIR), *filter(None, [os.environ.get("JUPYTER_PATH")])]
+    env = {**os.environ, "JUPYTER_PATH": os.pathsep.join(paths)}
+    return [voila, f"--template={VOILA_TEMPLATE}", str(target), *extra], env

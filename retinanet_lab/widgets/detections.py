@@ -149,8 +149,9 @@ class DetectionExplorer(_ModelImages):
         for c in (self.score_thresh, self.nms_thresh):
             c.continuous_update = False
         self.observe(self.choice, self.score_thresh, self.nms_thresh, self.heatmaps)
-        self.ui = self._box(self._row(W.VBox([self.choice, self._row(self.upload, self.upload_status)]),
-                                      W.VBox([self.score_thresh, self.nms_thresh]), self.heatmaps, align_items="flex-start"))
+        self.ui = self._box(self._row(W.VBox([self.choice, self.upload]), W.VBox([self.score_thresh, self.nms_thresh]),
+                                      self.heatmaps, align_items="flex-start"),
+                            self.upload_status)  # its own line: a message never moves the controls
         self.refresh()
 
     def update(self) -> None:

@@ -23,6 +23,7 @@ import traceback
 
 import ipywidgets as W
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ..train import StopTraining, fit
 from ._view import WidgetView
@@ -31,7 +32,7 @@ __all__ = ["TrainingMonitor", "LOSSES"]
 
 # α-balanced CE with α = 0.75: the paper's best α for CE (Table 1 (a): 31.1 AP; α = 0.25 gives 10.8 AP)
 LOSSES = {"focal loss (γ = 2, α = 0.25)": (2.0, 0.25),
-          "α-balanced cross entropy (γ = 0, α = 0.75, the paper's best α for CE)": (0.0, 0.75),
+          "α-balanced CE (γ = 0, α = 0.75: the paper's best for CE)": (0.0, 0.75),
           "cross entropy (γ = 0, no α)": (0.0, None)}
 SHOW_SCORE = 0.3  # detections above this score are drawn; with none yet, the best TOP_FEW whatever their score
 TOP_FEW = 3
@@ -40,8 +41,8 @@ TOP_FEW = 3
 class TrainingMonitor(WidgetView):
     figsize = (10.0, 3.8)
 
-    def __init__(self, model=None, train_data=None, val_data=None, epochs: int = 3, redraw_every: int = 5,
-                 detect_every: int = 10, **fit_kwargs):
+    def __init__(self, model=None, train_data=None, val_data=None, epochs: int = 3, num_images: int = 640,
+                 redraw_every: int = 5, detect_every: int = 10, **fit_kwargs):
         super().__init__()
         from ..data import ShapesDataset, train_transforms
         from ..data.shapes import SHAPE_CLASSES
@@ -52,15 +53,15 @@ class TrainingMonitor(WidgetView):
         self._make_model = (lambda: RetinaNet(len(SHAPE_CLASSES), class_names=list(SHAPE_CLASSES), **cfg["model"])) \
             if model is None else None
         self.model = model if model is not None else self._make_model()
-        self.train_data = train_data if train_data is not None else ShapesDataset(
-            640, seed=0, transform=train_transforms(), **cfg["data"])
+        self.train_data = train_data if train_data is not None else ShapesDataset(  # num_images / 16 steps per epoch
+            num_images, seed=0, transform=train_transforms(), **cfg["data"])
         self.val_data = val_data if val_data is not None else ShapesDataset(48, seed=1_000_000, **cfg["data"])
         self.fixed_image = self.val_data[0][0]
         self.fit_kwargs = {**cfg["train"], "progress": False, "verbose": False, **fit_kwargs}
         self.redraw_every, self.detect_every = redraw_every, detect_every
         s = {"style": {"description_width": "initial"}}
-        self.loss = W.Dropdown(options=list(LOSSES), description="loss", layout=W.Layout(width="560px"), **s)
-        self.epochs = W.IntSlider(epochs, min=1, max=20, description="epochs", layout=W.Layout(width="280px"), **s)
+        self.loss = W.Dropdown(options=list(LOSSES), description="loss", layout=W.Layout(width="470px"), **s)
+        self.epochs = W.IntSlider(epochs, min=1, max=20, description="epochs", layout=W.Layout(width="220px"), **s)
         # no icons: Font Awesome is not there offline (the lab's Voilà pages load nothing from the internet)
         self.start_button = W.Button(description="▶ Start", button_style="success", layout=W.Layout(width="auto"))
         self.stop_button = W.Button(description="■ Stop", button_style="danger", disabled=True, layout=W.Layout(width="auto"))
@@ -138,8 +139,9 @@ class TrainingMonitor(WidgetView):
                 done.wait(0.2 if left is None else min(0.2, left))  # short waits: an interrupt is handled at once
         except KeyboardInterrupt:
             self.interrupt()
-            return
-        self._sync()
+        else:
+            self._sync()
+        print(self.status.value)  # in the cell that waited, where the student is looking
 
     def interrupt(self) -> None:
         """Stop the run at its next step and wait for it (what an interrupt during `join` does)."""
@@ -153,7 +155,6 @@ class TrainingMonitor(WidgetView):
                 continue
         self._say(self._final_message())
         self._sync()
-        print(self.status.value)  # in the interrupted cell too, where the student is looking
 
     def _final_message(self) -> str:
         step = self.records[-1]["step"] if self.records else 0
@@ -256,6 +257,7 @@ class TrainingMonitor(WidgetView):
             ax.yaxis.set_minor_formatter(NullFormatter())  # "6 x 10^-1" on every minor tick: unreadable, and cut
             ax.legend(fontsize=10)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (log scale)")
         ax.set_title("training loss (" + self.loss.value.split(" (")[0] + ")", fontsize=10)
         if self.evals:
@@ -264,6 +266,7 @@ class TrainingMonitor(WidgetView):
             bx.legend(fontsize=10)
         bx.set_ylim(0, 1)
         bx.set_xlabel("epoch")
+        bx.xaxis.set_major_locator(MaxNLocator(integer=True))
         bx.set_title(f"COCO AP on {len(self.val_data)} fresh images", fontsize=10)
         if self.detections is not None:
             d, title = self.shown_detections()
