@@ -17,15 +17,68 @@
     widgets/        the classroom's interactive explorers (ipywidgets)
 """
 
-from .anchors import AnchorConfig, cell_anchors, grid_anchors, make_anchors
-from .boxes import batched_box_iou, box_iou, clip_boxes, decode_boxes, encode_boxes
-from .classroom import load_classroom_model
-from .focal_loss import alpha_t, cross_entropy, focal_loss, focal_loss_grad, modulating_factor, p_t
-from .heads import prior_bias
-from .loss import retinanet_loss
-from .matching import BACKGROUND, IGNORE, match_anchors
-from .model import RetinaNet
-from .postprocess import postprocess_detections
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+# What `from retinanet_lab import X` gives, and where X lives. Loaded on first use (PEP 562), so that
+# `import retinanet_lab.cli` and `retinanet-lab --help` do not load PyTorch.
+_EXPORTS = {
+    "AnchorConfig": "anchors", "cell_anchors": "anchors", "grid_anchors": "anchors", "make_anchors": "anchors",
+    "batched_box_iou": "boxes", "box_iou": "boxes", "clip_boxes": "boxes", "decode_boxes": "boxes", "encode_boxes": "boxes",
+    "load_classroom_model": "classroom",
+    "alpha_t": "focal_loss", "cross_entropy": "focal_loss", "focal_loss": "focal_loss", "focal_loss_grad": "focal_loss",
+    "modulating_factor": "focal_loss", "p_t": "focal_loss",
+    "prior_bias": "heads",
+    "retinanet_loss": "loss",
+    "BACKGROUND": "matching", "IGNORE": "matching", "match_anchors": "matching",
+    "RetinaNet": "model",
+    "postprocess_detections": "postprocess",
+}
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on demand
+    from .anchors import AnchorConfig, cell_anchors, grid_anchors, make_anchors
+    from .boxes import batched_box_iou, box_iou, clip_boxes, decode_boxes, encode_boxes
+    from .classroom import load_classroom_model
+    from .focal_loss import alpha_t, cross_entropy, focal_loss, focal_loss_grad, modulating_factor, p_t
+    from .heads import prior_bias
+    from .loss import retinanet_loss
+    from .matching import BACKGROUND, IGNORE, match_anchors
+    from .model import RetinaNet
+    from .postprocess import postprocess_detections
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:  # a submodule, as `import retinanet_lab; retinanet_lab.model` found them before
+        if not name.startswith("_"):
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """This package's module: importing a submodule sets it as an attribute of the package, and for
+    `focal_loss` (a module and a function) that would hide the function. The function wins, as it did
+    when this file imported everything at once."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

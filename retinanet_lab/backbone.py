@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.ops import misc
 
+from .errors import DownloadError
+
 __all__ = ["RESNETS", "ResNetBody", "FrozenBatchNorm2d"]
 
 
@@ -90,7 +92,7 @@ class ResNetBody(nn.Module):
             net = build(weights=imagenet if weights == "imagenet" else None, norm_layer=norm)
         except (URLError, OSError) as e:
             path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(imagenet.url))
-            raise RuntimeError(f"could not download the ImageNet weights of {name} ({e}). If this machine is offline, "
+            raise DownloadError(f"could not download the ImageNet weights of {name} ({e}). If this machine is offline, "
                                f"download {imagenet.url} elsewhere and put it at {path}") from e
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4

@@ -39,7 +39,7 @@ def _path(name: str) -> Path:
 
 def load_classroom_model(device="cpu"):
     """The shipped classroom RetinaNet (5 shapes classes, 160 px input), in eval mode."""
-    from .train import load_model
+    from .checkpoint import load_model
 
     return load_model(str(_path(CLASSROOM_CHECKPOINT)), map_location=device).to(device).eval()
 

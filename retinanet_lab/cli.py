@@ -11,22 +11,30 @@
     retinanet-lab anchors   how well an anchor configuration covers a dataset's objects
     retinanet-lab lessons   a fresh copy of the lessons for a student (or, with --teacher, the teacher's edition)
     retinanet-lab voila     a lesson as an app without its code, for a projector (Voila, offline)
+
+A mistake of the user's (a missing or wrong file, a file that is not a checkpoint, malformed annotations,
+an empty dataset, an option out of range) is said in one or two lines on stderr, naming the file or
+option, with exit status 2; `--debug` shows its traceback. Anything else is a bug and shows a traceback.
+PyTorch is imported by the commands, not here, so that `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
-import torch
-
-from . import anatomy
+from .errors import PATH_ERRORS, UserError
 
 BACKBONES = ("resnet_tiny", "resnet18", "resnet34", "resnet50", "resnet101")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _synthetic_scene(height: int, width: int, seed: int = 0):
     """A noisy image with a few filled rectangles and their boxes (labels 1..3)."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     img = 0.4 + 0.1 * torch.rand(3, height, width, generator=g)
     boxes, labels = [], []
@@ -40,6 +48,7 @@ def _synthetic_scene(height: int, width: int, seed: int = 0):
 
 
 def cmd_info(args) -> int:
+    from . import anatomy
     from .model import RetinaNet
 
     model = RetinaNet(args.num_classes, backbone=args.backbone, fpn_channels=args.fpn_channels,
@@ -111,8 +120,10 @@ def _draw_detections(data, detections, class_names, path: str, n: int = 8, score
 
 
 def cmd_tour(args) -> int:
+    import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
 
+    from . import anatomy
     from .matching import BACKGROUND, IGNORE
     from .model import RetinaNet
 
@@ -158,6 +169,7 @@ def cmd_tour(args) -> int:
 
 def _draw_assignment(image, target, r, path: str) -> None:
     import matplotlib
+    import torch
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,14 +208,16 @@ def _dataset(args, train: bool):
         return ShapesDataset(args.num_images, seed=seed, transform=transform, **kw)
     if args.data == "coco":
         if not args.images or not args.annotations:
-            raise SystemExit("--data coco needs --images DIR and --annotations FILE")
+            missing = " and ".join(o for o, v in (("--images", args.images), ("--annotations", args.annotations)) if not v)
+            raise UserError(f"{missing} missing: --data coco needs --images DIR and --annotations FILE "
+                            f"(the image folder and its COCO JSON)")
         return CocoDataset(args.images, args.annotations, transform=transform)
     if args.data == "voc":
         if not args.root:
-            raise SystemExit("--data voc needs --root DIR (with Annotations/ and JPEGImages/)")
+            raise UserError("--root missing: --data voc needs --root DIR (the folder with Annotations/ and JPEGImages/)")
         return VOCDataset(args.root, transform=transform)
     if not args.root:
-        raise SystemExit("--data pennfudan needs --root DIR (it is downloaded there when online)")
+        raise UserError("--root missing: --data pennfudan needs --root DIR (it is downloaded there when online)")
     return PennFudanDataset(args.root, download=True, transform=transform)
 
 
@@ -213,12 +227,73 @@ def _add_data_args(p, num_images: int | None) -> None:
     p.add_argument("--images", help="COCO: the folder of images")
     p.add_argument("--annotations", help="COCO: the annotation JSON file")
     p.add_argument("--root", help="VOC or Penn-Fudan: the dataset folder")
-    p.add_argument("--num-images", type=int, default=num_images,
+    p.add_argument("--num-images", type=_int_at_least(1), default=num_images,
                    help=f"shapes: how many images (default {num_images or 'the preset’s: 2880 for classroom'})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
+def _int_at_least(low: int):
+    """An argparse type: a whole number >= low, or an error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a number in [low, high] ("(" where open), or an error naming the value and the range."""
+    range_text = (("(" if low_open else "[") + f"{low:g}, " + (f"{high:g}" if high is not None else "inf")
+                  + (")" if high_open or high is None else "]"))
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = value == value and (value > low if low_open else value >= low)
+        if high is not None:
+            ok = ok and (value < high if high_open else value <= high)
+        elif value == float("inf"):
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be in {range_text}, got {text}")
+        return value
+    return parse
+
+
+_positive = _float_in(0, low_open=True)
+
+
+def _device_arg(text: str) -> str:
+    if re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+
+
+def _check_device(device: str | None) -> None:
+    """A --device this machine has, or a UserError that says so."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise UserError(f"--device {device}: this machine has {count or 'no'} CUDA GPU{'s' if count != 1 else ''}; "
+                            f"use --device cpu, or leave --device out")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: Apple's MPS is not available on this machine; use --device cpu, or leave --device out")
+
+
 def cmd_train(args) -> int:
+    import torch
+
     from .data import split_dataset
     from .model import RetinaNet
     from .presets import preset
@@ -230,6 +305,7 @@ def cmd_train(args) -> int:
             setattr(args, key, cfg["run"][key])
     if args.eval_every is None:  # the preset's, and at least once, at the end
         args.eval_every = min(cfg["run"]["eval_every"], args.epochs)
+    _check_device(args.device)
     data = _dataset(args, train=True)
     if args.data == "shapes":  # validation: fresh images of seeds never used in training
         from .data import ShapesDataset
@@ -240,7 +316,7 @@ def cmd_train(args) -> int:
     names = data.class_names
     torch.manual_seed(args.seed)
     if args.from_checkpoint:
-        from .train import load_model
+        from .checkpoint import load_model
 
         model = load_model(args.from_checkpoint).train()
         if model.num_classes != len(names) or model.class_names != names:
@@ -258,9 +334,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .checkpoint import load_model
     from .evaluate import evaluate
-    from .train import load_model
 
+    _check_device(args.device)
     model = load_model(args.checkpoint)
     if args.data == "shapes":
         from .data import ShapesDataset
@@ -277,38 +354,117 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _predict_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
+    """(path, None) for each image to read: files as given, a folder's images sorted by name, each file once;
+    (folder, why) for a folder with no images."""
+    entries, seen = [], set()
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, f)))
+            if not found:
+                entries.append((path, f"{path}: a folder with no images in it ({' '.join(IMAGE_EXTENSIONS)})"))
+        else:
+            found = [path]
+        for f in found:
+            key = os.path.normcase(os.path.abspath(f))
+            if key not in seen:
+                seen.add(key)
+                entries.append((f, None))
+    return entries
+
+
+def _picture_names(paths: list[str], suffix: str = "_detections.png") -> dict[str, str]:
+    """A distinct output name for each input: its stem, with more of its path only where stems collide,
+    ignoring case (a.png and a.jpg give a_png and a_jpg; x/a.png and y/a.png give x_a_png and y_a_png)."""
+    def label(path: str, depth: int) -> str:
+        parts = os.path.abspath(path).split(os.sep)
+        if depth == 0:
+            return os.path.splitext(parts[-1])[0]
+        return "_".join([p for p in parts[-depth:-1] if p] + [parts[-1].replace(".", "_")])
+
+    depth = dict.fromkeys(paths, 0)
+    while True:
+        groups: dict[str, list[str]] = {}
+        for path in paths:
+            groups.setdefault(label(path, depth[path]).lower(), []).append(path)
+        # more of the path, where it can tell them apart (a.png and A.png, the same but for case, are numbered below)
+        longer = [p for g in groups.values() if len(g) > 1 for p in g
+                  if depth[p] < len(os.path.abspath(p).split(os.sep))
+                  and any(os.path.abspath(p).lower() != os.path.abspath(q).lower() for q in g)]
+        if not longer:
+            break
+        for path in longer:
+            depth[path] += 1
+    names, used = {}, set()
+    for path in paths:  # whatever still collides (the same file under two spellings) is numbered
+        base = name = label(path, depth[path])
+        k = 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name.lower())
+        names[path] = name + suffix
+    return names
+
+
 def cmd_predict(args) -> int:
     import json
-    import os
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
-    from .data import load_image, to_tensor
-    from .train import load_model
+    from .checkpoint import load_model
+    from .data import ImageLoadError, load_image, to_tensor
     from .viz import draw_boxes
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} is a file: give a folder for the pictures and detections.json")
     model = load_model(args.checkpoint)
     model.score_thresh = args.score_thresh
+    entries = _predict_inputs(args.images)
+    names = _picture_names([path for path, error in entries if error is None])
     os.makedirs(args.out, exist_ok=True)
-    results = {}
-    for path in args.images:
-        image = to_tensor(load_image(path))
-        with torch.no_grad():
-            det = model([image])[0]
-        keep = det["scores"] >= args.score_thresh
-        results[path] = [{"box": b, "score": s, "label": int(lab), "class": model.class_names[int(lab) - 1]}
-                         for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep])]
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
-        draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], model.class_names)
-        name = os.path.splitext(os.path.basename(path))[0] + "_detections.png"
-        fig.savefig(os.path.join(args.out, name), dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        print(f"{path}: {len(results[path])} detection(s) -> {os.path.join(args.out, name)}")
-    with open(os.path.join(args.out, "detections.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    results, done = {}, 0
+    try:
+        for path, error in entries:
+            if error is None:
+                try:
+                    image = to_tensor(load_image(path))
+                except FileNotFoundError:
+                    error = f"{path}: no such file"
+                except ImageLoadError as e:  # its message starts with the path
+                    error = str(e)
+            if error is not None:
+                results[path] = {"error": error}
+                print(f"retinanet-lab predict: skipped {error}", file=sys.stderr)
+                continue
+            with torch.no_grad():
+                det = model([image])[0]
+            keep = det["scores"] >= args.score_thresh
+            found = [{"box": b, "score": s, "label": int(lab), "class": model.class_names[int(lab) - 1]}
+                     for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep])]
+            fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+            draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], model.class_names)
+            picture = os.path.join(args.out, names[path])
+            fig.savefig(picture, dpi=100, bbox_inches="tight")
+            plt.close(fig)
+            results[path] = {"picture": names[path], "detections": found}
+            done += 1
+            print(f"{path}: {len(found)} detection(s) -> {picture}")
+    finally:  # what was done, and why the rest was not, even if something unforeseen stops the loop
+        listing = os.path.join(args.out, "detections.json")
+        with open(listing + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(listing + ".tmp", listing)
+    skipped = len(results) - done
+    if not done:
+        print(f"retinanet-lab predict: error: none of the {skipped} input(s) could be read; {listing} lists why", file=sys.stderr)
+        return 2
+    print(f"{done} image(s) done" + (f", {skipped} skipped" if skipped else "") + f"; detections and errors in {listing}")
     return 0
 
 
@@ -363,66 +519,81 @@ def cmd_voila(args) -> int:
     return subprocess.call(argv, env=env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in two lines, as command-line tools say them: what is wrong, and where the
+    options are explained (instead of the whole usage, which for `train` is longer than the error)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\nsee `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.")
+    p = _Parser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.",
+                epilog="Errors in what you give (files, data, options) are said in one line, with exit status 2.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also after the command)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the classroom model detects shapes in fresh images: COCO mAP and a picture (offline)",
                        description="Load the shipped classroom model, detect objects in freshly drawn shapes images, print their "
                                    "COCO mAP and write a picture of the detections. Works offline, with no GPU.")
-    d.add_argument("--num-images", type=int, default=100, help="how many fresh images to score (default 100)")
+    d.add_argument("--num-images", type=_int_at_least(8), default=100, help="how many fresh images to score (default 100, at least 8)")
     d.add_argument("--seed", type=int, default=0, help="which fresh images (default 0; training never used these seeds)")
     d.add_argument("--out", default="demo.png", help="where to write the picture (default demo.png; '' for none)")
     d.set_defaults(func=cmd_demo)
     d = sub.add_parser("tour", help="build a paper-size RetinaNet, check it against torchvision, show its anatomy and anchors")
-    d.add_argument("--size", type=int, default=512, help="input image size in pixels (default 512)")
+    d.add_argument("--size", type=_int_at_least(32), default=512, help="input image size in pixels (default 512)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--out", default="tour.png", help="where to write the anchor picture (default tour.png; '' for none)")
     d.set_defaults(func=cmd_tour)
     i = sub.add_parser("info", help="tables of levels, anchors and parameters for a configuration")
     i.add_argument("--backbone", choices=BACKBONES, default="resnet50")
-    i.add_argument("--num-classes", type=int, default=80)
-    i.add_argument("--fpn-channels", type=int, default=256)
-    i.add_argument("--size", type=int, default=512, help="input image size in pixels (default 512)")
+    i.add_argument("--num-classes", type=_int_at_least(1), default=80)
+    i.add_argument("--fpn-channels", type=_int_at_least(1), default=256)
+    i.add_argument("--size", type=_int_at_least(32), default=512, help="input image size in pixels (default 512)")
     i.set_defaults(func=cmd_info)
 
     t = sub.add_parser("train", help="train a detector; prints the learning rate it uses, checkpoints to --out",
                        description="Train RetinaNet. With no options: the classroom preset on the shapes world.")
     _add_data_args(t, num_images=None)
     t.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="model and recipe (default classroom)")
-    t.add_argument("--epochs", type=int, default=None, help="passes over the training data (default: the preset's, 8 for classroom)")
-    t.add_argument("--batch", type=int, default=None, help="images per step (default: the preset's)")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's, scaled to the batch)")
-    t.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    t.add_argument("--epochs", type=_int_at_least(1), default=None,
+                   help="passes over the training data (default: the preset's, 8 for classroom)")
+    t.add_argument("--batch", type=_int_at_least(1), default=None, help="images per step (default: the preset's)")
+    t.add_argument("--lr", type=_positive, default=None, help="learning rate (default: the preset's, scaled to the batch)")
+    t.add_argument("--device", type=_device_arg, default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--out", default="runs/train", help="folder for checkpoint.pt and metrics.jsonl (default runs/train)")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     t.add_argument("--from-checkpoint", default=None, help="fine-tune from this checkpoint (new classes get a new output layer)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="COCO/VOC/Penn-Fudan: share held out (default 0.1)")
-    t.add_argument("--val-images", type=int, default=200, help="shapes: fresh validation images (default 200)")
-    t.add_argument("--eval-every", type=int, default=None, help="evaluate every N epochs (default: the preset's; classroom: at the end)")
+    t.add_argument("--val-fraction", type=_float_in(0, 1, low_open=True, high_open=True), default=0.1,
+                   help="COCO/VOC/Penn-Fudan: share held out (default 0.1)")
+    t.add_argument("--val-images", type=_int_at_least(1), default=200, help="shapes: fresh validation images (default 200)")
+    t.add_argument("--eval-every", type=_int_at_least(1), default=None,
+                   help="evaluate every N epochs (default: the preset's; classroom: at the end)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")
     e.add_argument("checkpoint", help="a checkpoint.pt written by train")
     _add_data_args(e, num_images=200)
     e.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="shapes: the preset's image size")
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", type=_device_arg, default=None, help="cpu or cuda (default: cuda when present)")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="detect objects in image files; writes PNGs with boxes and detections.json")
     pr.add_argument("checkpoint", help="a checkpoint.pt written by train")
-    pr.add_argument("images", nargs="+", help="image files")
-    pr.add_argument("--out", default="predictions", help="output folder (default predictions)")
-    pr.add_argument("--score-thresh", type=float, default=0.3, help="draw and keep detections above this score (default 0.3)")
+    pr.add_argument("images", nargs="+", help="image files, or folders (all their images, sorted by name)")
+    pr.add_argument("--out", default="predictions",
+                    help="output folder (default predictions): a <name>_detections.png per image and detections.json")
+    pr.add_argument("--score-thresh", type=_float_in(0, 1), default=0.3,
+                    help="draw and keep detections with at least this score, in [0, 1] (default 0.3)")
     pr.set_defaults(func=cmd_predict)
 
     a = sub.add_parser("anchors", help="share of a dataset's objects that some anchor covers at IoU >= 0.5, with suggestions")
     _add_data_args(a, num_images=300)
     a.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="anchors and input size (default classroom)")
-    a.add_argument("--sizes", type=float, nargs="+", help="anchor base sizes on P3..P7, e.g. 16 32 64 128 256")
-    a.add_argument("--ratios", type=float, nargs="+", help="aspect ratios h/w, e.g. 0.5 1 2")
-    a.add_argument("--min-size", type=int, default=None, help="network input short side (default: the preset's)")
-    a.add_argument("--max-size", type=int, default=None, help="network input long side cap (default: the preset's)")
-    a.add_argument("--max-images", type=int, default=500, help="look at most at this many images (default 500)")
+    a.add_argument("--sizes", type=_positive, nargs="+", help="anchor base sizes on P3..P7, e.g. 16 32 64 128 256")
+    a.add_argument("--ratios", type=_positive, nargs="+", help="aspect ratios h/w, e.g. 0.5 1 2")
+    a.add_argument("--min-size", type=_int_at_least(1), default=None, help="network input short side (default: the preset's)")
+    a.add_argument("--max-size", type=_int_at_least(1), default=None, help="network input long side cap (default: the preset's)")
+    a.add_argument("--max-images", type=_int_at_least(1), default=500, help="look at most at this many images (default 500)")
     a.set_defaults(func=cmd_anchors)
 
     le = sub.add_parser("lessons", help="write a fresh copy of the lessons (student edition; --teacher for the teacher's)",
@@ -440,12 +611,30 @@ def build_parser() -> argparse.ArgumentParser:
     vo.add_argument("target", help="a lesson notebook, e.g. 02_focal_loss.ipynb, or a folder of them")
     vo.add_argument("voila_args", nargs=argparse.REMAINDER, help="passed on to voila, e.g. --port=8866")
     vo.set_defaults(func=cmd_voila)
+    for command in sub.choices.values():  # --debug after the command too; SUPPRESS: absent, it leaves the global one be
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return p
+
+
+def _error_message(e: BaseException) -> str:
+    """One line: the error's message, naming the file or option."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:  # Python's own: "[Errno 2] ... 'x'"
+        return f"{e.filename}: {e.strerror}"
+    text = str(e).strip()
+    if "Original Traceback" in text:  # raised in a DataLoader worker: the last line is the error itself
+        text = re.sub(r"^[\w.]*(Error|Exception)\w*: ", "", text.splitlines()[-1].strip())
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, *PATH_ERRORS) as e:  # the user's to fix: one line, status 2; anything else is a bug: traceback
+        if args.debug:
+            raise
+        print(f"retinanet-lab {args.command}: error: {_error_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

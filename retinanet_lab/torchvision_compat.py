@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d  # ours subclasses it
 
 from .anchors import AnchorConfig
+from .errors import DownloadError
 from .model import RetinaNet
 
 __all__ = ["from_torchvision", "pretrained", "convert_state_dict", "infer_architecture", "PRETRAINED"]
@@ -196,10 +197,11 @@ def pretrained(name: str = "coco", progress: bool = True, **overrides) -> Retina
         try:
             state_dict = weights.get_state_dict(progress=progress, check_hash=True)
         except (URLError, OSError, RuntimeError) as e:
-            raise RuntimeError(
+            raise DownloadError(
                 f"could not download torchvision's '{name}' RetinaNet weights ({e}).\n"
                 f"If this machine is offline, download\n    {weights.url}\non a machine that is online and put it at\n"
-                f"    {path}\n(or set TORCH_HOME to a folder holding checkpoints/{os.path.basename(weights.url)})."
+                f"    {path}\n(the file is read from $TORCH_HOME/hub/checkpoints/: set TORCH_HOME to a folder holding "
+                f"hub/checkpoints/{os.path.basename(weights.url)} to read it from there)."
             ) from e
     categories = list(weights.meta["categories"])[1:]  # drop "__background__"
     kwargs = dict(box_loss=settings["box_loss"], class_names=categories)

@@ -22,6 +22,7 @@ from collections import defaultdict
 
 import torch
 
+from ..errors import DataError
 from .images import load_image, to_tensor
 from .transforms import clip_targets
 
@@ -37,32 +38,32 @@ def read_coco_json(path: str | os.PathLike) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: malformed or truncated JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+        raise DataError(f"{path}: malformed or truncated JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories'")
+        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations' and 'categories'")
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: missing or invalid '{key}' list")
+            raise DataError(f"{path}: missing or invalid '{key}' list")
     data.setdefault("annotations", [])
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            raise ValueError(f"{path}: images[{i}] needs 'id' and 'file_name'")
+            raise DataError(f"{path}: images[{i}] needs 'id' and 'file_name'")
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat:
-            raise ValueError(f"{path}: categories[{i}] needs an 'id'")
+            raise DataError(f"{path}: categories[{i}] needs an 'id'")
     image_ids = {img["id"] for img in data["images"]}
     category_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(data["annotations"]):
         name = f"annotation {ann.get('id', f'#{i}')}" if isinstance(ann, dict) else f"annotations[{i}]"
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann or "bbox" not in ann:
-            raise ValueError(f"{path}: {name} needs 'image_id', 'category_id' and 'bbox'")
+            raise DataError(f"{path}: {name} needs 'image_id', 'category_id' and 'bbox'")
         if ann["image_id"] not in image_ids:
-            raise ValueError(f"{path}: {name} refers to image_id {ann['image_id']}, which is not in 'images'")
+            raise DataError(f"{path}: {name} refers to image_id {ann['image_id']}, which is not in 'images'")
         if ann["category_id"] not in category_ids:
-            raise ValueError(f"{path}: {name} refers to category_id {ann['category_id']}, which is not in 'categories'")
+            raise DataError(f"{path}: {name} refers to category_id {ann['category_id']}, which is not in 'categories'")
         bbox = ann["bbox"]
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
-            raise ValueError(f"{path}: {name} has bbox {bbox!r}; expected [x, y, width, height]")
+            raise DataError(f"{path}: {name} has bbox {bbox!r}; expected [x, y, width, height]")
     return data
 
 
@@ -73,9 +74,12 @@ class CocoDataset(torch.utils.data.Dataset):
         self.images_dir, self.annotation_file = os.fspath(images_dir), os.fspath(annotation_file)
         self.coco = read_coco_json(self.annotation_file)
         if not self.coco["images"]:
-            raise ValueError(f"{self.annotation_file}: the dataset is empty (no images)")
+            raise DataError(f"{self.annotation_file}: the dataset is empty (no images)")
         if not self.coco["categories"]:
-            raise ValueError(f"{self.annotation_file}: no categories")
+            raise DataError(f"{self.annotation_file}: no categories")
+        if not os.path.isdir(self.images_dir):
+            raise FileNotFoundError(f"images folder not found: {self.images_dir} (the folder of the files that "
+                                    f"{self.annotation_file} names)")
         cats = sorted(self.coco["categories"], key=lambda c: c["id"])
         self.category_ids = [c["id"] for c in cats]
         self.class_names = [str(c.get("name", c["id"])) for c in cats]

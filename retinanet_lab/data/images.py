@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
+
 __all__ = ["ImageLoadError", "load_image", "to_tensor"]
 
 
-class ImageLoadError(RuntimeError):
-    """An image file that cannot be used; the message names the file."""
+class ImageLoadError(UserError, RuntimeError):
+    """An image file that cannot be used; the message names the file (a UserError: the command line prints it in one line)."""
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -9,6 +9,8 @@ import sys
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..errors import DataError
+
 __all__ = ["collate_fn", "make_loader", "default_num_workers", "split_dataset", "subset"]
 
 
@@ -35,7 +37,7 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, nu
                 seed: int | None = None, drop_last: bool = False, **kwargs) -> DataLoader:
     """A DataLoader with `collate_fn`, sensible workers and, with `seed`, a repeatable shuffle."""
     if len(dataset) == 0:
-        raise ValueError("cannot load batches from an empty dataset")
+        raise DataError("cannot load batches from an empty dataset")
     workers = default_num_workers() if num_workers is None else num_workers
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate_fn,
@@ -50,7 +52,7 @@ def split_dataset(dataset: Dataset, val_fraction: float = 0.2, seed: int = 0) ->
     n = len(dataset)
     n_val = max(1, round(n * val_fraction))
     if n - n_val < 1:
-        raise ValueError(f"a dataset of {n} image(s) cannot be split into train and val")
+        raise DataError(f"a dataset of {n} image(s) cannot be split into train and val: it needs at least 2")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return _subset(dataset, sorted(order[n_val:])), _subset(dataset, sorted(order[:n_val]))
 

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import torch
 
+from ..errors import DataError, DownloadError
 from .images import load_image, to_tensor
 from .transforms import clip_targets
 
@@ -32,17 +33,17 @@ def _parse_voc_xml(path: str) -> tuple[str | None, list[tuple[str, list[float], 
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise ValueError(f"{path}: malformed XML: {e}") from e
+        raise DataError(f"{path}: malformed XML: {e}") from e
     objects = []
     for i, obj in enumerate(root.findall("object")):
         name = obj.findtext("name")
         box = obj.find("bndbox")
         if not name or box is None:
-            raise ValueError(f"{path}: object {i} needs <name> and <bndbox>")
+            raise DataError(f"{path}: object {i} needs <name> and <bndbox>")
         try:
             xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: object {i} ({name}) has a <bndbox> without numeric xmin/ymin/xmax/ymax") from e
+            raise DataError(f"{path}: object {i} ({name}) has a <bndbox> without numeric xmin/ymin/xmax/ymax") from e
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append((name.strip(), [xmin - 1, ymin - 1, xmax, ymax], difficult))
     return root.findtext("filename"), objects
@@ -65,7 +66,7 @@ class VOCDataset(torch.utils.data.Dataset):
         else:
             ids = sorted(os.path.splitext(f)[0] for f in os.listdir(ann_dir) if f.endswith(".xml"))
         if not ids:
-            raise ValueError(f"{self.root}: the dataset is empty (no annotation files)")
+            raise DataError(f"{self.root}: the dataset is empty (no annotation files)")
         self.records = []
         degenerate = 0
         for image_id in ids:
@@ -89,7 +90,7 @@ class VOCDataset(torch.utils.data.Dataset):
         self.class_names = list(classes) if classes is not None else found
         unknown = sorted(set(found) - set(self.class_names))
         if unknown:
-            raise ValueError(f"{self.root}: objects of classes {unknown} are not in classes={self.class_names}")
+            raise DataError(f"{self.root}: objects of classes {unknown} are not in classes={self.class_names}")
         self.transform = transform
 
     @property
@@ -134,7 +135,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
                 f"and unzip it into {os.fspath(root)} (giving {images_dir})")
         self.images = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(".png"))
         if not self.images:
-            raise ValueError(f"{images_dir}: the dataset is empty (no PNG images)")
+            raise DataError(f"{images_dir}: the dataset is empty (no PNG images)")
         self.transform = transform
 
     @staticmethod
@@ -147,7 +148,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
         try:
             urllib.request.urlretrieve(PENNFUDAN_URL, archive + ".part")
         except OSError as e:
-            raise RuntimeError(f"could not download Penn-Fudan from {PENNFUDAN_URL} ({e}). Offline? Download it "
+            raise DownloadError(f"could not download Penn-Fudan from {PENNFUDAN_URL} ({e}). Offline? Download it "
                                f"elsewhere and unzip it into {root}") from e
         os.replace(archive + ".part", archive)
         with zipfile.ZipFile(archive) as z:
@@ -173,7 +174,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"mask file not found: {path}")
         mask = np.asarray(Image.open(path))
         if mask.shape[:2] != tuple(image.shape[-2:]):
-            raise ValueError(f"{path}: mask size {mask.shape[:2]} differs from its image's {tuple(image.shape[-2:])}")
+            raise DataError(f"{path}: mask size {mask.shape[:2]} differs from its image's {tuple(image.shape[-2:])}")
         ids = [i for i in np.unique(mask) if i != 0]
         boxes = []
         for i in ids:
