@@ -19,13 +19,13 @@ from .anchors import AnchorConfig, make_anchors
 from .boxes import box_iou
 from .transform import resize_scale
 
-__all__ = ["object_best_ious", "anchor_coverage", "format_coverage"]
+__all__ = ["network_boxes", "object_best_ious", "anchor_coverage", "format_coverage"]
 
 SIZE_BINS = ((0, 32, "small (<32 px)"), (32, 96, "medium (32-96 px)"), (96, math.inf, "large (>96 px)"))
 RATIO_BINS = ((0, 1 / 3, "wide (h/w < 1/3)"), (1 / 3, 3, "1/3 <= h/w <= 3"), (3, math.inf, "tall (h/w > 3)"))
 
 
-def _network_boxes(dataset, min_size: int, max_size: int, size_divisible: int, max_images: int | None):
+def network_boxes(dataset, min_size: int, max_size: int, size_divisible: int, max_images: int | None):
     """Each image's boxes in network-input pixels, with the padded input size."""
     out = []
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -78,7 +78,7 @@ def anchor_coverage(dataset, anchors: AnchorConfig | None = None, min_size: int 
                     size_divisible: int = 32, fg_iou: float = 0.5, max_images: int | None = 500, suggest: bool = True) -> dict:
     """Coverage of `dataset`'s objects by the anchors (see the module docstring)."""
     config = anchors or AnchorConfig()
-    items = _network_boxes(dataset, min_size, max_size, size_divisible, max_images)
+    items = network_boxes(dataset, min_size, max_size, size_divisible, max_images)
     if not items:
         raise ValueError("the dataset has no boxes to cover")
     boxes = torch.cat([b for b, _ in items])

@@ -33,6 +33,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
+from .checkpoint import load_checkpoint, load_model
 from .data.loader import collate_fn, default_num_workers
 from .heads import new_classifier
 
@@ -124,22 +125,6 @@ def save_checkpoint(path: str, model, optimizer=None, scheduler=None, scaler=Non
     _atomic_save(ckpt, path)
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def load_model(path: str, map_location="cpu"):
-    """A RetinaNet from a checkpoint written by `fit` or `save_checkpoint`, ready for eval."""
-    from .model import RetinaNet
-
-    ckpt = load_checkpoint(path, map_location)
-    model = RetinaNet(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
-
-
 def _device(device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -179,8 +164,16 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
         schedule: str = "step", clip_grad_norm: float | None = 10.0, device=None, amp: bool | None = None,
         seed: int = 0, out_dir: str | None = None, checkpoint_every: int = 200, resume: str | bool | None = None,
         eval_every: int | None = None, callbacks=(), progress: bool = True, num_workers: int | None = None,
-        deterministic: bool = False, log_every: int = 10, verbose: bool = True) -> dict:
-    """Train `model` on `train_data` (see the module docstring). Returns {"steps": [...], "evals": [...]}."""
+        deterministic: bool = False, log_every: int = 10, verbose: bool = True, steps: int | None = None,
+        minutes: float | None = None) -> dict:
+    """Train `model` on `train_data` (see the module docstring). Returns {"steps": [...], "evals": [...]}.
+
+    The length of the run is `epochs` passes over the data, or `steps` optimiser steps (epochs then run as needed:
+    on a small dataset a number of epochs can mean a handful of steps), or what fits in `minutes`: the first
+    PROBE_STEPS steps are timed and the schedule (warm-up, then cosine or step decay) is fitted to the number of
+    steps that fit the budget, with a final evaluation after it. With `steps` or `minutes`, `eval_every` counts
+    epochs as before and the run also ends with an evaluation.
+    """
     from tqdm.auto import tqdm
 
     if len(train_data) == 0:
@@ -196,9 +189,20 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if steps is not None and minutes is not None:
+        raise ValueError("give fit either steps= or minutes=, not both")
+    if (steps is not None and steps < 1) or (minutes is not None and not minutes > 0) or epochs < 1:
+        raise ValueError(f"the run must have a length: epochs={epochs}, steps={steps}, minutes={minutes}")
+    if minutes is not None and world > 1:
+        raise ValueError("minutes= times the steps of one process; with several processes give steps= instead")
     steps_per_epoch = len(_epoch_batches(len(train_data), batch_size, seed, 0, True, rank, world))
-    total = epochs * steps_per_epoch
+    total = steps if steps is not None else epochs * steps_per_epoch
+    if minutes is not None:  # a first guess, until the probe steps have been timed
+        total = max(PROBE_STEPS + 1, steps_per_epoch * epochs)
+    if steps is not None or minutes is not None:
+        epochs = 10**9  # the step budget ends the run
     warmup = min(500, total // 10) if warmup_steps is None else warmup_steps
+    plan = {"total": total, "warmup": warmup}  # the scheduler reads it: a time budget refits it after the probe
     lr_given = lr is not None
     lr = scaled_lr(batch_size * world, base_lr) if lr is None else lr
     params = [p for p in model.parameters() if p.requires_grad]
@@ -208,7 +212,7 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'sgd' (paper) or 'adamw', got {optimizer!r}")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan["total"], plan["warmup"], schedule))
     use_amp = (device.type == "cuda") if amp is None else amp
     amp_dtype = torch.bfloat16 if (device.type != "cuda" or torch.cuda.is_bf16_supported()) else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
@@ -228,6 +232,9 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
                 scaler.load_state_dict(ckpt["scaler"])
             state = dict(ckpt["state"])
             history = state.pop("history", history)
+            saved_plan = state.pop("plan", {})
+            if minutes is not None:  # a time-budgeted run keeps the plan it fitted; otherwise the arguments decide
+                plan.update(saved_plan)
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             random.setstate((3, tuple(ckpt["rng"]["python"]), None))
             if ckpt["rng"]["cuda"] and torch.cuda.is_available():
@@ -239,14 +246,33 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     if verbose:
         where = f"{world} processes on {device.type}" if world > 1 else str(device)
         rule = scaled_lr(batch_size * world, base_lr)
-        how = (f"given; the linear scaling rule would give {rule:g} for batch {batch_size * world}" if lr_given else
-               f"{base_lr:g} x {batch_size * world}/16 by the linear scaling rule")
-        print(f"training on {where} for {total} steps ({epochs} epochs x {steps_per_epoch}); {type(optimizer).__name__}, lr = {lr:g} "
-              f"({how}), {warmup} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
+        if not lr_given:
+            how = f"{base_lr:g} x {batch_size * world}/16 by the linear scaling rule"
+        elif isinstance(optimizer, torch.optim.AdamW):
+            how = "given; AdamW's rate is not scaled with the batch"
+        else:
+            how = f"given; the linear scaling rule would give {rule:g} for batch {batch_size * world}"
+        length = (f"{minutes:g} minutes (the first {PROBE_STEPS} steps are timed, then the schedule fits the budget)"
+                  if minutes is not None else f"{total} steps" + ("" if steps is not None else f" ({epochs} epochs x {steps_per_epoch})"))
+        print(f"training on {where} for {length}; {type(optimizer).__name__}, lr = {lr:g} ({how}), "
+              f"{plan['warmup']} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
 
     def checkpoint():
         if ckpt_path:
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, {**state, "history": history})
+            save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, {**state, "history": history, "plan": plan})
+
+    def evaluate_now():
+        from .evaluate import evaluate
+
+        result = evaluate(model, val_data, batch_size=batch_size, device=device, progress=False)
+        model.train()
+        summary = {"step": state["step"], "epoch": state["epoch"],
+                   **{k: result[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}}
+        history["evals"].append(summary)
+        log(summary)
+        emit("eval", summary)
+
+    budget_start = None
 
     def log(record):
         if out_dir:
@@ -258,16 +284,18 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
             cb(event, info)
 
     workers = 0 if deterministic else (default_num_workers() if num_workers is None else num_workers)
-    bar = tqdm(total=total, initial=state["step"], desc="fit", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=plan["total"], initial=state["step"], desc="fit", disable=not progress, dynamic_ncols=True)
     history["stopped"] = False
     try:
-        while state["epoch"] < epochs:
+        while state["epoch"] < epochs and state["step"] < plan["total"]:
             batches = _epoch_batches(len(train_data), batch_size, seed, state["epoch"], True, rank, world)[state["batch"]:]
             # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, and a resumed
             # run, which starts one mid-epoch, would see different augmentations from there on
             loader = DataLoader(train_data, batch_sampler=batches, collate_fn=collate_fn, num_workers=workers,
                                 generator=torch.Generator().manual_seed(seed * 100003 + state["epoch"]))
             for images, targets in loader:
+                if state["step"] >= plan["total"]:
+                    break
                 t0 = time.perf_counter()
                 images = [img.to(device, non_blocking=True) for img in images]
                 targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
@@ -297,9 +325,22 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
                 scheduler.step()
                 state["step"] += 1
                 state["batch"] += 1
+                if minutes is not None and main:
+                    if state["step"] == 1:
+                        budget_start = time.perf_counter()  # the first step pays one-off costs: time the next ones
+                    elif state["step"] == PROBE_STEPS + 1 and budget_start is not None:
+                        per_step = (time.perf_counter() - budget_start) / PROBE_STEPS
+                        plan["total"] = fit_steps_to_budget(minutes * 60, per_step, state["step"])
+                        if warmup_steps is None:
+                            plan["warmup"] = min(500, plan["total"] // 10)
+                        bar.total = plan["total"]
+                        bar.refresh()
+                        if verbose:
+                            print(f"{per_step:.2f} s per step over steps 2-{PROBE_STEPS + 1}: {plan['total']} steps fit "
+                                  f"{minutes:g} minutes (warm-up {plan['warmup']}, {schedule} schedule)")
                 record = {"step": state["step"], "epoch": state["epoch"], "lr": optimizer.param_groups[0]["lr"], **values,
                           "images_per_s": len(images) / (time.perf_counter() - t0)}
-                if state["step"] % log_every == 0 or state["step"] == total:
+                if state["step"] % log_every == 0 or state["step"] == plan["total"]:
                     history["steps"].append(record)
                     log(record)
                 bar.update(1)
@@ -308,22 +349,19 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
                 emit("step", record)
                 if checkpoint_every and state["step"] % checkpoint_every == 0:
                     checkpoint()
+            if state["step"] >= plan["total"] and state["batch"] < steps_per_epoch:
+                break  # the step budget ended the run inside an epoch
             state["epoch"] += 1
             state["batch"] = 0
             if main and val_data is not None and eval_every and state["epoch"] % eval_every == 0:
-                from .evaluate import evaluate
-
-                result = evaluate(model, val_data, batch_size=batch_size, device=device, progress=False)
-                model.train()
-                summary = {"step": state["step"], "epoch": state["epoch"],
-                           **{k: result[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}}
-                history["evals"].append(summary)
-                log(summary)
-                emit("eval", summary)
+                evaluate_now()
+        if main and val_data is not None and (steps is not None or minutes is not None) and (
+                not history["evals"] or history["evals"][-1]["step"] != state["step"]):
+            evaluate_now()  # a budgeted run ends with an evaluation
     except StopTraining:
         history["stopped"] = True
         if verbose:
-            print(f"stopped by a callback at step {state['step']} of {total}")
+            print(f"stopped by a callback at step {state['step']} of {plan['total']}")
     finally:
         bar.close()
     if started:
@@ -332,6 +370,15 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     checkpoint()
     emit("end", {"step": state["step"], "history": history, "stopped": history["stopped"]})
     return history
+
+
+PROBE_STEPS = 5  # a time budget times this many steps (after the first) before fitting the schedule
+
+
+def fit_steps_to_budget(seconds: float, seconds_per_step: float, done: int) -> int:
+    """How many steps in all fit `seconds`, `done` of them already taken (at least done + 1), keeping 5% of the budget
+    for what the steps do not measure (the loader's start of an epoch, checkpoints)."""
+    return max(done + 1, int(0.95 * seconds / max(seconds_per_step, 1e-9)))
 
 
 def _saved_step(path: str) -> int:

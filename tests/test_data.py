@@ -314,6 +314,69 @@ def test_flip_moves_boxes_with_pixels():
     assert target["boxes"].tolist() == [[2, 5, 8, 10]]  # the input is not modified
 
 
+def _painted(boxes, h=60, w=80):
+    """An image with each box painted in its own channel value, so a transform's boxes can be checked against pixels."""
+    image = torch.zeros(3, h, w)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        image[k % 3, int(y1):int(y2), int(x1):int(x2)] = 1.0
+    return image, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.arange(1, len(boxes) + 1)}
+
+
+def _tight(image, box, channel):
+    """The painted pixels of `channel` fill `box` exactly (to a pixel)."""
+    ys, xs = torch.nonzero(image[channel] > 0.5, as_tuple=True)
+    x1, y1, x2, y2 = box.tolist()
+    return abs(xs.min() - x1) <= 1 and abs(ys.min() - y1) <= 1 and abs(xs.max() + 1 - x2) <= 1 and abs(ys.max() + 1 - y2) <= 1
+
+
+def test_random_zoom_moves_boxes_with_pixels_in_and_out():
+    from retinanet_lab.data import RandomZoom
+
+    image, target = _painted([[30.0, 20, 50, 40]])
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out, t = RandomZoom((0.6, 1.6), min_visible=0.0, p=1.0)(image, target)
+        assert out.shape[0] == 3 and len(t["boxes"]) == len(t["labels"])
+        if len(t["boxes"]):  # the box still encloses exactly the painted pixels that are left
+            assert _tight(out, t["boxes"][0], 0)
+    assert target["boxes"].tolist() == [[30, 20, 50, 40]]  # the input is not modified
+    zoom_out = RandomZoom((0.5, 0.5), p=1.0)
+    torch.manual_seed(0)
+    out, t = zoom_out(image, target)
+    assert out.shape[1:] == (120, 160) and _tight(out, t["boxes"][0], 0)  # twice the canvas, same object
+
+
+def test_random_zoom_drops_boxes_mostly_cut_away():
+    from retinanet_lab.data import RandomZoom
+
+    image, target = _painted([[0.0, 0, 20, 20], [60.0, 40, 80, 60]])
+    kept_partial = dropped = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out, t = RandomZoom((2.0, 2.0), min_visible=0.5, p=1.0)(image, target)  # a 30 x 40 window: boxes get cut
+        for box, label in zip(t["boxes"], t["labels"]):
+            original = target["boxes"][label - 1]
+            visible = (box[2] - box[0]) * (box[3] - box[1]) / ((original[2] - original[0]) * (original[3] - original[1]))
+            assert visible >= 0.5 - 1e-6
+            kept_partial += bool(visible < 1)
+        dropped += 2 - len(t["boxes"])
+    assert kept_partial and dropped  # both happen: partly visible kept, mostly cut away dropped
+
+
+def test_small_dataset_transforms_keep_valid_targets():
+    from retinanet_lab.data import small_dataset_transforms
+
+    torch.manual_seed(0)
+    data = ShapesDataset(6, seed=0, image_size=96)
+    tf = small_dataset_transforms()
+    for i in range(6):
+        image, target = tf(*data[i])
+        assert image.min() >= 0 and image.max() <= 1
+        b = target["boxes"]
+        assert len(b) == len(target["labels"]) and ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= image.shape[-1]).all() and (b[:, 3] <= image.shape[-2]).all()
+
+
 def test_photometric_keeps_boxes_and_range():
     torch.manual_seed(0)
     image, target = ShapesDataset(1, seed=0)[0]

@@ -214,3 +214,31 @@ def test_freeze_backbone_freezes_weights_and_batchnorm_statistics(tmp_path):
     model.eval(), again.eval()
     with torch.no_grad():
         torch.testing.assert_close(again(list(x))[0]["scores"], model(list(x))[0]["scores"])
+
+
+def test_a_step_budget_crosses_epochs_and_ends_with_an_evaluation():
+    model = tiny()
+    history = fit(model, ShapesDataset(10, seed=0, image_size=64), ShapesDataset(3, seed=99, image_size=64), steps=7,
+                  batch_size=4, progress=False, verbose=False, log_every=1, num_workers=0)
+    assert [r["step"] for r in history["steps"]] == list(range(1, 8))
+    assert len({r["epoch"] for r in history["steps"]}) >= 3  # 10 images in batches of 4: 7 steps span several epochs
+    assert len(history["evals"]) == 1 and history["evals"][0]["step"] == 7
+    assert history["steps"][-1]["lr"] < history["steps"][3]["lr"]  # the schedule follows the 7 steps, not the epochs
+
+
+def test_a_time_budget_times_the_first_steps_and_fits_the_schedule_to_it(capsys, monkeypatch):
+    import retinanet_lab.train as train
+
+    clock = iter(range(0, 10**6))  # every perf_counter() call advances one fake second
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    model = tiny()
+    history = fit(model, ShapesDataset(8, seed=0, image_size=64), ShapesDataset(2, seed=99, image_size=64), minutes=1.0,
+                  batch_size=4, progress=False, log_every=1, num_workers=0)
+    out = capsys.readouterr().out
+    per_step = float(out.split(" s per step")[0].split()[-1])
+    want = train.fit_steps_to_budget(60.0, per_step, train.PROBE_STEPS + 1)
+    assert f"{want} steps fit 1 minutes" in out and len(history["steps"]) == want
+    assert history["evals"] and history["evals"][-1]["step"] == want
+    assert train.fit_steps_to_budget(60, 1.0, 6) == 57 and train.fit_steps_to_budget(1, 1.0, 6) == 7
+    with pytest.raises(ValueError, match="not both"):
+        fit(model, ShapesDataset(4, seed=0, image_size=64), steps=3, minutes=1.0, progress=False)

@@ -5,7 +5,7 @@
     VOCDataset          Pascal VOC / LabelImg folders               (voc.py)
     PennFudanDataset    the Penn-Fudan pedestrians                  (voc.py)
     load_image          robust image reading (EXIF, modes, bombs)   (images.py)
-    transforms          flip and photometric jitter                 (transforms.py)
+    transforms          flip, photometric jitter, zoom (scale jitter + crops) (transforms.py)
     collate_fn, make_loader, split_dataset, subset                  (loader.py)
 """
 
@@ -13,12 +13,20 @@ from .coco import CocoDataset, export_coco, read_coco_json
 from .images import ImageLoadError, load_image, to_tensor
 from .loader import collate_fn, default_num_workers, make_loader, split_dataset, subset
 from .shapes import SHAPE_CLASSES, ShapesDataset
-from .transforms import Compose, PhotometricJitter, RandomHorizontalFlip, clip_targets, train_transforms
+from .transforms import (
+    Compose,
+    PhotometricJitter,
+    RandomHorizontalFlip,
+    RandomZoom,
+    clip_targets,
+    small_dataset_transforms,
+    train_transforms,
+)
 from .voc import PENNFUDAN_URL, PennFudanDataset, VOCDataset
 
 __all__ = [
     "CocoDataset", "Compose", "ImageLoadError", "PENNFUDAN_URL", "PennFudanDataset", "PhotometricJitter",
-    "RandomHorizontalFlip", "SHAPE_CLASSES", "ShapesDataset", "VOCDataset", "clip_targets", "collate_fn",
+    "RandomHorizontalFlip", "RandomZoom", "SHAPE_CLASSES", "ShapesDataset", "VOCDataset", "clip_targets", "collate_fn",
     "default_num_workers", "export_coco", "load_image", "make_loader", "read_coco_json", "split_dataset", "subset",
-    "to_tensor", "train_transforms",
+    "small_dataset_transforms", "to_tensor", "train_transforms",
 ]
