@@ -195,17 +195,20 @@ def _draw_assignment(image, target, r, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _dataset(args, train: bool):
-    """The dataset named on the command line (train: with the preset's augmentation)."""
-    from .data import CocoDataset, PennFudanDataset, ShapesDataset, VOCDataset, train_transforms
+def _dataset(args, train: bool, transform=None):
+    """The dataset named on the command line (`transform` for training images)."""
+    from .data import CocoDataset, PennFudanDataset, ShapesDataset, VOCDataset
 
-    transform = train_transforms(flip=True) if train else None
     if args.data == "shapes":
         from .presets import preset
 
         kw = preset(args.preset)["data"] if getattr(args, "preset", None) else {}
         seed = args.seed if train else args.seed + 1_000_000  # validation images are never training images
         return ShapesDataset(args.num_images, seed=seed, transform=transform, **kw)
+    if args.data == "photos":
+        from .data import photo_dataset
+
+        return photo_dataset("train" if train else "eval", transform)
     if args.data == "coco":
         if not args.images or not args.annotations:
             missing = " and ".join(o for o, v in (("--images", args.images), ("--annotations", args.annotations)) if not v)
@@ -221,9 +224,28 @@ def _dataset(args, train: bool):
     return PennFudanDataset(args.root, download=True, transform=transform)
 
 
+def _train_val(args, transform):
+    """(train, val) for `train`: shapes and photos have their own validation images; a COCO, VOC or Penn-Fudan
+    folder is split (--val-fraction), its validation part read without the training augmentation."""
+    if args.data == "shapes":
+        from .data import ShapesDataset
+        from .presets import preset
+
+        return (_dataset(args, True, transform),
+                ShapesDataset(args.val_images, seed=args.seed + 1_000_000, **preset(args.preset)["data"]))
+    if args.data == "photos":
+        return _dataset(args, True, transform), _dataset(args, False)
+    from .data import split_dataset
+
+    train, _ = split_dataset(_dataset(args, True, transform), args.val_fraction, seed=args.seed)
+    _, val = split_dataset(_dataset(args, False), args.val_fraction, seed=args.seed)  # the same split, no augmentation
+    return train, val
+
+
 def _add_data_args(p, num_images: int | None) -> None:
-    p.add_argument("--data", choices=("shapes", "coco", "voc", "pennfudan"), default="shapes",
-                   help="which data: the built-in shapes world (default), a COCO folder, a VOC folder, or Penn-Fudan")
+    p.add_argument("--data", choices=("shapes", "photos", "coco", "voc", "pennfudan"), default="shapes",
+                   help="which data: the built-in shapes world (default), the built-in coin photos (train and eval "
+                        "splits, offline), a COCO folder, a VOC folder, or Penn-Fudan")
     p.add_argument("--images", help="COCO: the folder of images")
     p.add_argument("--annotations", help="COCO: the annotation JSON file")
     p.add_argument("--root", help="VOC or Penn-Fudan: the dataset folder")
@@ -291,45 +313,101 @@ def _check_device(device: str | None) -> None:
         raise UserError("--device mps: Apple's MPS is not available on this machine; use --device cpu, or leave --device out")
 
 
-def cmd_train(args) -> int:
-    import torch
+def _size_arg(text: str) -> int:
+    value = _int_at_least(32)(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 (the stride of P5), got {value}")
+    return value
 
-    from .data import split_dataset
+
+def _starting_model(args, names: list[str]):
+    """A new model of the preset, or the one of --from-checkpoint ('classroom': the shipped classroom model),
+    with a new classification layer when the classes differ."""
     from .model import RetinaNet
     from .presets import preset
-    from .train import fit, replace_classifier
+    from .train import replace_classifier
 
-    cfg = preset(args.preset)
-    for key in ("num_images", "epochs"):  # unset on the command line: the preset's
-        if getattr(args, key) is None:
-            setattr(args, key, cfg["run"][key])
-    if args.eval_every is None:  # the preset's, and at least once, at the end
-        args.eval_every = min(cfg["run"]["eval_every"], args.epochs)
-    _check_device(args.device)
-    data = _dataset(args, train=True)
-    if args.data == "shapes":  # validation: fresh images of seeds never used in training
-        from .data import ShapesDataset
+    if not args.from_checkpoint:
+        return RetinaNet(len(names), class_names=names, **preset(args.preset)["model"])
+    if args.from_checkpoint == "classroom":
+        from .classroom import load_classroom_model
 
-        train_data, val_data = data, ShapesDataset(args.val_images, seed=args.seed + 1_000_000, **cfg["data"])
+        model = load_classroom_model().train()
     else:
-        train_data, val_data = split_dataset(data, args.val_fraction, seed=args.seed)
-    names = data.class_names
-    torch.manual_seed(args.seed)
-    if args.from_checkpoint:
         from .checkpoint import load_model
 
         model = load_model(args.from_checkpoint).train()
-        if model.num_classes != len(names) or model.class_names != names:
-            replace_classifier(model, len(names), names)
-    else:
-        model = RetinaNet(len(names), class_names=names, **cfg["model"])
+    if model.num_classes != len(names) or model.class_names != names:
+        print(f"classes: {', '.join(names)} (the checkpoint's were {', '.join(model.class_names)}): "
+              f"a new classification layer")
+        replace_classifier(model, len(names), names)
+    return model
+
+
+def _fit_to_data(args, model, train_data) -> None:
+    """Input size and anchors for a dataset of one's own (--size; --keep-anchors), said in a line each."""
+    from .fit_to_data import anchors_for, input_size_for, set_anchors, set_input_size
+
+    real = args.data != "shapes"
+    if args.size is None and real:
+        args.size = input_size_for(train_data)
+        print(f"input size: {args.size} px (the median short side of the images, to a multiple of 32; --size to change)")
+    if args.size is not None:
+        set_input_size(model, args.size)
+    if real and not args.keep_anchors and not args.resume:
+        anchors, why = anchors_for(train_data, model.anchor_config, model.min_size)
+        print(why + ("" if anchors is model.anchor_config else " (--keep-anchors to keep them)"))
+        set_anchors(model, anchors)
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .data import small_dataset_transforms, train_transforms
+    from .presets import preset
+    from .train import fit
+
+    cfg = preset(args.preset)
+    real = args.data != "shapes"
+    if args.num_images is None:
+        args.num_images = cfg["run"]["num_images"]
+    if args.steps is None and args.minutes is None and args.epochs is None:
+        if real:  # a few dozen images are a handful of steps per epoch: a time budget is what a lesson plans
+            args.minutes = 5.0
+        else:
+            args.epochs = cfg["run"]["epochs"]
+    if sum(x is not None for x in (args.steps, args.minutes, args.epochs)) > 1:
+        raise UserError("give one of --epochs, --steps and --minutes")
+    if args.eval_every is None and args.epochs is not None:  # the preset's, and at least once, at the end
+        args.eval_every = min(cfg["run"]["eval_every"], args.epochs)
+    _check_device(args.device)
+    probe = _dataset(args, True)
+    augment = args.augment if args.augment != "auto" else ("on" if real and len(probe) < 1000 else "off")
+    transform = small_dataset_transforms() if augment == "on" else train_transforms(flip=True)
+    train_data, val_data = _train_val(args, transform)
+    names = probe.class_names
+    print(f"data: {args.data}, {len(train_data)} training and {len(val_data)} validation images, classes "
+          f"{', '.join(names)}; augmentation: " + ("zoom (scale jitter and crops), flips, photometric jitter" if augment == "on"
+                                                    else "flips") + (" (--augment to change)" if real else ""))
+    torch.manual_seed(args.seed)
+    model = _starting_model(args, names)
+    _fit_to_data(args, model, train_data)
     train_kw = cfg["train"]
+    if args.epochs is None:  # a budget of steps or minutes: warm-up is a tenth of the steps, not the preset's count
+        train_kw.pop("warmup_steps", None)
     if args.batch:
         train_kw["batch_size"] = args.batch
     if args.lr:
         train_kw["lr"] = args.lr
-    fit(model, train_data, val_data, epochs=args.epochs, device=args.device, seed=args.seed, out_dir=args.out,
-        resume=args.resume or None, eval_every=args.eval_every, **train_kw)
+    history = fit(model, train_data, val_data, epochs=args.epochs or 1, steps=args.steps, minutes=args.minutes,
+                  device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume or None,
+                  eval_every=args.eval_every, **train_kw)
+    path = os.path.join(args.out, "checkpoint.pt")
+    if history["evals"]:
+        last = history["evals"][-1]
+        print(f"after {last['step']} steps: AP {last['AP']:.3f}  AP50 {last['AP50']:.3f}  AP75 {last['AP75']:.3f} "
+              f"on {len(val_data)} validation images")
+    print(f"checkpoint: {path}  (retinanet-lab eval {path} ...; retinanet-lab predict {path} IMAGES)")
     return 0
 
 
@@ -338,7 +416,11 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate
 
     _check_device(args.device)
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint) if args.checkpoint != "classroom" else _classroom()
+    if args.size is not None:
+        from .fit_to_data import set_input_size
+
+        set_input_size(model, args.size)
     if args.data == "shapes":
         from .data import ShapesDataset
         from .presets import preset
@@ -346,12 +428,21 @@ def cmd_eval(args) -> int:
         data = ShapesDataset(args.num_images, seed=args.seed + 2_000_000, **preset(args.preset)["data"])
     else:
         data = _dataset(args, train=False)
+    if list(data.class_names) != list(model.class_names):
+        raise UserError(f"{args.checkpoint} detects {', '.join(model.class_names)}; the data's classes are "
+                        f"{', '.join(data.class_names)}: evaluate on data with the classes it was trained for")
     r = evaluate(model, data, device=args.device)
-    print(f"{len(data)} images: AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AP75 {r['AP75']:.3f}  "
+    print(f"{len(data)} images at {model.min_size} px: AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AP75 {r['AP75']:.3f}  "
           f"APs {r['APs']:.3f}  APm {r['APm']:.3f}  APl {r['APl']:.3f}  AR100 {r['AR100']:.3f}")
     for name, ap in r["per_class_AP"].items():
         print(f"  {name:20s} AP {ap:.3f}")
     return 0
+
+
+def _classroom():
+    from .classroom import load_classroom_model
+
+    return load_classroom_model()
 
 
 def _predict_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
@@ -423,7 +514,11 @@ def cmd_predict(args) -> int:
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out} is a file: give a folder for the pictures and detections.json")
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint) if args.checkpoint != "classroom" else _classroom()
+    if args.size is not None:
+        from .fit_to_data import set_input_size
+
+        set_input_size(model, args.size)
     model.score_thresh = args.score_thresh
     entries = _predict_inputs(args.images)
     names = _picture_names([path for path, error in entries if error is None])
@@ -556,29 +651,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t, num_images=None)
     t.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="model and recipe (default classroom)")
     t.add_argument("--epochs", type=_int_at_least(1), default=None,
-                   help="passes over the training data (default: the preset's, 8 for classroom)")
+                   help="passes over the training data (default: the preset's, 8 for classroom; on your own data: --minutes 5)")
+    t.add_argument("--steps", type=_int_at_least(1), default=None, help="train for this many steps instead of epochs")
+    t.add_argument("--minutes", type=_positive, default=None,
+                   help="train for what fits in this many minutes: the first steps are timed and the schedule fitted to "
+                        "the steps that fit (default on COCO/VOC/photos data: 5)")
+    t.add_argument("--size", type=_size_arg, default=None,
+                   help="input size: images are resized to this short side (a multiple of 32; default: the preset's for "
+                        "shapes, the images' median short side for your own data)")
+    t.add_argument("--keep-anchors", action="store_true",
+                   help="keep the model's anchor sizes (default on your own data: scaled when they miss the objects)")
+    t.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
+                   help="zoom (scale jitter and crops), flips and photometric jitter; auto (default): on for datasets of "
+                        "your own under 1000 images, flips only otherwise")
     t.add_argument("--batch", type=_int_at_least(1), default=None, help="images per step (default: the preset's)")
-    t.add_argument("--lr", type=_positive, default=None, help="learning rate (default: the preset's, scaled to the batch)")
+    t.add_argument("--lr", type=_positive, default=None,
+                   help="learning rate (default: the preset's; SGD presets scale it to the batch, AdamW's is not scaled)")
     t.add_argument("--device", type=_device_arg, default=None, help="cpu or cuda (default: cuda when present)")
     t.add_argument("--out", default="runs/train", help="folder for checkpoint.pt and metrics.jsonl (default runs/train)")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-    t.add_argument("--from-checkpoint", default=None, help="fine-tune from this checkpoint (new classes get a new output layer)")
+    t.add_argument("--from-checkpoint", default=None,
+                   help="fine-tune from this checkpoint, or 'classroom' for the shipped classroom model (new classes get a "
+                        "new output layer)")
     t.add_argument("--val-fraction", type=_float_in(0, 1, low_open=True, high_open=True), default=0.1,
                    help="COCO/VOC/Penn-Fudan: share held out (default 0.1)")
     t.add_argument("--val-images", type=_int_at_least(1), default=200, help="shapes: fresh validation images (default 200)")
     t.add_argument("--eval-every", type=_int_at_least(1), default=None,
-                   help="evaluate every N epochs (default: the preset's; classroom: at the end)")
+                   help="evaluate every N epochs (default: the preset's; classroom: at the end); runs with --steps or "
+                        "--minutes always end with an evaluation")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")
-    e.add_argument("checkpoint", help="a checkpoint.pt written by train")
+    e.add_argument("checkpoint", help="a checkpoint.pt written by train, or 'classroom' for the shipped classroom model")
     _add_data_args(e, num_images=200)
     e.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="shapes: the preset's image size")
     e.add_argument("--device", type=_device_arg, default=None, help="cpu or cuda (default: cuda when present)")
+    e.add_argument("--size", type=_size_arg, default=None, help="input size (default: the checkpoint's, as trained)")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="detect objects in image files; writes PNGs with boxes and detections.json")
-    pr.add_argument("checkpoint", help="a checkpoint.pt written by train")
+    pr.add_argument("checkpoint", help="a checkpoint.pt written by train, or 'classroom' for the shipped classroom model")
+    pr.add_argument("--size", type=_size_arg, default=None, help="input size (default: the checkpoint's, as trained)")
     pr.add_argument("images", nargs="+", help="image files, or folders (all their images, sorted by name)")
     pr.add_argument("--out", default="predictions",
                     help="output folder (default predictions): a <name>_detections.png per image and detections.json")

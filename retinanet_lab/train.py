@@ -252,7 +252,7 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
             how = "given; AdamW's rate is not scaled with the batch"
         else:
             how = f"given; the linear scaling rule would give {rule:g} for batch {batch_size * world}"
-        length = (f"{minutes:g} minutes (the first {PROBE_STEPS} steps are timed, then the schedule fits the budget)"
+        length = (f"{minutes:g} minute{'s' if minutes != 1 else ''} (the first {PROBE_STEPS} steps are timed, then the schedule fits the budget)"
                   if minutes is not None else f"{total} steps" + ("" if steps is not None else f" ({epochs} epochs x {steps_per_epoch})"))
         print(f"training on {where} for {length}; {type(optimizer).__name__}, lr = {lr:g} ({how}), "
               f"{plan['warmup']} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
