@@ -149,7 +149,8 @@ def test_bad_voc_folders(tmp_path, capsys):
 
 
 def test_an_image_missing_from_a_dataset_is_named(tmp_path, capsys):
-    path = _coco(tmp_path, GOOD_COCO)  # a.png is listed but not there
+    shapes = [{"id": k, "name": name} for k, name in enumerate(("circle", "square", "triangle", "hexagon", "diamond"), 1)]
+    path = _coco(tmp_path, {**GOOD_COCO, "categories": shapes})  # the classroom model's classes; a.png is listed, not there
     _said_in_two_lines(*_main(capsys, "eval", CHECKPOINT, "--data", "coco", "--images", tmp_path / "images", "--annotations", path),
                        tmp_path / "images" / "a.png", "not found")
 
@@ -312,3 +313,10 @@ def test_help_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "usage: retinanet-lab" in r.stdout and "--score-thresh" in r.stdout
+
+
+def test_eval_on_data_of_other_classes_says_so(tmp_path, capsys):
+    path = _coco(tmp_path, GOOD_COCO)  # a "cat" dataset for a model of shapes
+    code, err = _main(capsys, "eval", CHECKPOINT, "--data", "coco", "--images", tmp_path / "images", "--annotations", path)
+    _said_in_two_lines(code, err)
+    assert "circle" in err and "cat" in err
