@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from retinanet_lab import RetinaNet
+from retinanet_lab import RetinaNet, seeds
 from retinanet_lab.data import ShapesDataset, train_transforms
 from retinanet_lab.evaluate import evaluate
 from retinanet_lab.presets import preset
@@ -70,8 +70,8 @@ def write(name: str, obj: dict) -> None:
 
 def run_loss_grid(args) -> None:
     cfg = preset("classroom")
-    train = ShapesDataset(args.images, seed=0, transform=train_transforms(), **cfg["data"])
-    val = ShapesDataset(200, seed=1_000_000, **cfg["data"])
+    train = ShapesDataset(args.images, seed=seeds.TRAIN, transform=train_transforms(), **cfg["data"])
+    val = ShapesDataset(200, seed=seeds.VALIDATION, **cfg["data"])
     runs, done, steps = [], set(), None
     if args.resume and (HERE / "ablation_loss.json").exists():  # keep the runs an interrupted sweep finished
         previous = json.loads((HERE / "ablation_loss.json").read_text())
@@ -107,7 +107,7 @@ def run_loss_grid(args) -> None:
 
 def run_prior(args) -> None:
     cfg = preset("classroom")
-    train = ShapesDataset(16 * args.prior_steps, seed=0, transform=train_transforms(), **cfg["data"])
+    train = ShapesDataset(16 * args.prior_steps, seed=seeds.TRAIN, transform=train_transforms(), **cfg["data"])
     runs = []
     out = {"command": "python assets/make_ablations.py --only prior", "machine": machine(args.device), "torch": torch.__version__,
            "date": datetime.date.today().isoformat(), "steps": args.prior_steps, "seeds": args.seeds, "loss_fn": "FL γ=2 α=0.25",
@@ -146,7 +146,7 @@ RECIPES = {
 
 def run_recipes(args) -> list[dict]:
     cfg = preset("classroom")
-    train = ShapesDataset(16 * args.prior_steps, seed=0, transform=train_transforms(), **cfg["data"])
+    train = ShapesDataset(16 * args.prior_steps, seed=seeds.TRAIN, transform=train_transforms(), **cfg["data"])
     runs = []
     for key, (label, model_kw, train_kw) in RECIPES.items():
         for prior in (0.01, 0.5):

@@ -4,8 +4,8 @@
 
 It runs exactly `retinanet-lab train --preset classroom --out runs/classroom` (the preset's 2880 shapes
 images x 8 epochs), times the whole command, keeps only the model and its config (no optimiser state),
-and scores it with COCO mAP on 500 fresh images (seed 1,000,000, never used in training). The tests
-evaluate the shipped model again on other fresh seeds.
+and scores it with COCO mAP on 500 fresh images (seed 1,000,000, `seeds.VALIDATION`, never used in training). The
+tests evaluate the shipped model again on other fresh seeds (`seeds.TEST`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from retinanet_lab import seeds
 from retinanet_lab.cli import main as cli_main
 from retinanet_lab.data import ShapesDataset
 from retinanet_lab.evaluate import evaluate
@@ -45,7 +46,7 @@ def main() -> int:
     os.replace(tmp, HERE / "classroom_model.pt")
     model = load_model(str(HERE / "classroom_model.pt"))
     cfg = preset("classroom")
-    r = evaluate(model, ShapesDataset(500, seed=1_000_000, **cfg["data"]), progress=False)
+    r = evaluate(model, ShapesDataset(500, seed=seeds.VALIDATION, **cfg["data"]), progress=False)
     info = {
         "checkpoint": "classroom_model.pt", "command": "retinanet-lab " + " ".join(COMMAND),
         "regenerate": "python assets/make_classroom_model.py", "backbone": ckpt["config"]["backbone"],
@@ -53,7 +54,8 @@ def main() -> int:
         "train_images": cfg["run"]["num_images"], "epochs": cfg["run"]["epochs"], "steps": ckpt["state"]["step"],
         "train_seconds": round(seconds, 1), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU",
         "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-        "eval": {"images": 500, "seed": 1_000_000, **{k: round(r[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")},
+        "eval": {"images": 500, "seed": seeds.VALIDATION,
+                 **{k: round(r[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")},
                  "per_class_AP": {k: round(v, 4) for k, v in r["per_class_AP"].items()}},
     }
     with open(HERE / "classroom_model.json", "w") as f:

@@ -29,7 +29,7 @@ _EXPORTS = {
     "batched_box_iou": "boxes", "box_iou": "boxes", "clip_boxes": "boxes", "decode_boxes": "boxes", "encode_boxes": "boxes",
     "load_classroom_model": "classroom",
     "alpha_t": "focal_loss", "cross_entropy": "focal_loss", "focal_loss": "focal_loss", "focal_loss_grad": "focal_loss",
-    "modulating_factor": "focal_loss", "p_t": "focal_loss",
+    "modulating_factor": "focal_loss", "p_t": "focal_loss", "focal_loss_terms": "focal_loss", "focal_loss_from_terms": "focal_loss",
     "prior_bias": "heads",
     "retinanet_loss": "loss",
     "BACKGROUND": "matching", "IGNORE": "matching", "match_anchors": "matching",
@@ -41,7 +41,16 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from .anchors import AnchorConfig, cell_anchors, grid_anchors, make_anchors
     from .boxes import batched_box_iou, box_iou, clip_boxes, decode_boxes, encode_boxes
     from .classroom import load_classroom_model
-    from .focal_loss import alpha_t, cross_entropy, focal_loss, focal_loss_grad, modulating_factor, p_t
+    from .focal_loss import (
+        alpha_t,
+        cross_entropy,
+        focal_loss,
+        focal_loss_from_terms,
+        focal_loss_grad,
+        focal_loss_terms,
+        modulating_factor,
+        p_t,
+    )
     from .heads import prior_bias
     from .loss import retinanet_loss
     from .matching import BACKGROUND, IGNORE, match_anchors
@@ -84,7 +93,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnchorConfig", "BACKGROUND", "IGNORE", "RetinaNet", "alpha_t", "batched_box_iou", "box_iou", "cell_anchors",
-    "clip_boxes", "cross_entropy", "decode_boxes", "encode_boxes", "focal_loss", "focal_loss_grad", "grid_anchors", "load_classroom_model",
-    "make_anchors", "match_anchors", "modulating_factor", "p_t", "postprocess_detections", "prior_bias",
-    "retinanet_loss",
+    "clip_boxes", "cross_entropy", "decode_boxes", "encode_boxes", "focal_loss", "focal_loss_from_terms",
+    "focal_loss_grad", "focal_loss_terms", "grid_anchors", "load_classroom_model", "make_anchors", "match_anchors",
+    "modulating_factor", "p_t", "postprocess_detections", "prior_bias", "retinanet_loss",
 ]

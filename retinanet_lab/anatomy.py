@@ -52,21 +52,24 @@ def initial_loss(model: RetinaNet, images, targets, prior_prob: float) -> dict[s
 def initial_losses(model: RetinaNet, images, targets, priors) -> dict[float, float]:
     """`initial_loss`'s classification term for many π from one forward pass: the bias is added after the last
     convolution, so setting it to b(π) shifts every logit by b(π) - (its current bias), and only the focal loss
-    has to be recomputed. Assumes the batch normalisation of the paper (the model's default)."""
-    from .focal_loss import focal_loss
-    from .hard_examples import anchor_samples
+    has to be recomputed, by the function training uses (`loss.classification_loss_per_image`, normalised as
+    the model's loss is)."""
     from .heads import prior_bias
+    from .loss import classification_loss_per_image, normalize_loss
 
-    s = anchor_samples(model, images, targets)
-    a, k = model.anchor_config.num_anchors, model.num_classes
-    b = s["logits"].shape[0]
-    base = s["logits"].view(b, -1, a, k) - model.class_subnet.logits.bias.detach().float().view(a, k)  # (B, L, A, K)
-    num_fg = s["foreground"].sum().clamp(min=1)
+    r = model.inspect(images, targets)
+    b, a, k = len(images), model.anchor_config.num_anchors, model.num_classes
+    logits = torch.cat([c.reshape(b, -1, a, k) for c in r["cls_logits"]], dim=1).float()  # (B, L, A, K) all levels
+    base = logits - model.class_subnet.logits.bias.detach().float().view(a, k)  # (B, L, A, K) without the bias
+    matched = torch.cat([m.reshape(b, -1) for m in r["matched"]], dim=1)  # (B, L·A)
+    num_fg = (matched >= 0).sum(dim=1)  # (B,)
+    alpha, gamma, normalization = model.focal_alpha, model.focal_gamma, model.loss_normalization
     out = {}
-    for p in priors:
-        x = (base + prior_bias(p)).view_as(s["logits"])
-        loss = focal_loss(x, s["onehot"], model.focal_alpha, model.focal_gamma) * s["valid"][..., None]
-        out[p] = float(loss.sum() / num_fg)
+    with torch.no_grad():
+        for p in priors:
+            x = (base + prior_bias(p)).view(b, -1, k)  # (B, L·A, K)
+            per_image = classification_loss_per_image(x, matched, r["gt_labels"], alpha, gamma)  # (B,)
+            out[p] = float(normalize_loss(per_image, num_fg, normalization))
     return out
 
 

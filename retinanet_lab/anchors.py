@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorConfig", "anchor_shapes", "cell_anchors", "grid_anchors", "level_strides", "make_anchors"]
+__all__ = ["AnchorConfig", "anchor_shapes", "cell_anchors", "feature_sizes", "grid_anchors", "level_strides", "make_anchors"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,14 @@ def grid_anchors(feature_size: tuple[int, int], stride: tuple[int, int], cells: 
     yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
     shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)  # (H*W, 1, 4)
     return (shifts + cells.reshape(1, -1, 4)).reshape(-1, 4)
+
+
+def feature_sizes(image_size: tuple[int, int], levels: tuple[int, ...] = (3, 4, 5, 6, 7)) -> list[tuple[int, int]]:
+    """(H_l, W_l) of each pyramid level P_l for a (padded) input of `image_size`: ceil(size / 2^l), what the
+    backbone's and the FPN's stride-2 convolutions (and the stem's max-pool) produce. The model itself reads the
+    sizes off its feature maps; this is the same arithmetic without running it (anchor coverage, the explorers)."""
+    h, w = image_size
+    return [(math.ceil(h / 2**lvl), math.ceil(w / 2**lvl)) for lvl in levels]
 
 
 def level_strides(image_size: tuple[int, int], feature_sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ import os
 import re
 import sys
 
+from . import seeds
 from .errors import PATH_ERRORS, UserError
 
 BACKBONES = ("resnet_tiny", "resnet18", "resnet34", "resnet50", "resnet101")
@@ -74,8 +75,8 @@ def cmd_demo(args) -> int:
           f"{info['parameters'] / 1e6:.1f}M parameters, {model.num_classes} classes ({', '.join(model.class_names)}),\n"
           f"   trained from scratch on {info['train_images']} shapes images for {info['steps']} steps in "
           f"{info['train_seconds']:.0f} s on a {info['machine']} (regenerate: {info['command']})")
-    data = ShapesDataset(args.num_images, seed=3_000_000 + args.seed, **preset("classroom")["data"])
-    print(f"2. Detecting objects in {len(data)} freshly drawn shapes images (seed {3_000_000 + args.seed}, never seen in training)")
+    data = ShapesDataset(args.num_images, seed=seeds.DEMO + args.seed, **preset("classroom")["data"])
+    print(f"2. Detecting objects in {len(data)} freshly drawn shapes images (seed {seeds.DEMO + args.seed}, never seen in training)")
     for i in range(len(data)):  # draw them first (the dataset keeps them), so that the timing is the detector's alone
         data[i]
     t0 = time.perf_counter()
@@ -88,7 +89,8 @@ def cmd_demo(args) -> int:
     if args.out:
         _draw_detections(data, detections, model.class_names, args.out)
         print(f"3. Picture of the first 8 images written to {args.out} (thick: detections above 0.5; thin dashed: ground truth)")
-    print("\nNext: `jupyter lab notebooks/` for the lessons, `retinanet-lab tour` for the paper-size model against torchvision.")
+    print("\nNext: `retinanet-lab lessons ~/course && jupyter lab ~/course` for the lessons (in a clone, `jupyter lab "
+          "notebooks/`), `retinanet-lab tour` for the paper-size model against torchvision.")
     return 0
 
 
@@ -203,7 +205,7 @@ def _dataset(args, train: bool, transform=None):
         from .presets import preset
 
         kw = preset(args.preset)["data"] if getattr(args, "preset", None) else {}
-        seed = args.seed if train else args.seed + 1_000_000  # validation images are never training images
+        seed = args.seed if train else args.seed + seeds.VALIDATION  # validation images are never training images
         return ShapesDataset(args.num_images, seed=seed, transform=transform, **kw)
     if args.data == "photos":
         from .data import photo_dataset
@@ -232,7 +234,7 @@ def _train_val(args, transform):
         from .presets import preset
 
         return (_dataset(args, True, transform),
-                ShapesDataset(args.val_images, seed=args.seed + 1_000_000, **preset(args.preset)["data"]))
+                ShapesDataset(args.val_images, seed=args.seed + seeds.VALIDATION, **preset(args.preset)["data"]))
     if args.data == "photos":
         return _dataset(args, True, transform), _dataset(args, False)
     from .data import split_dataset
@@ -325,7 +327,6 @@ def _starting_model(args, names: list[str]):
     with a new classification layer when the classes differ."""
     from .model import RetinaNet
     from .presets import preset
-    from .train import replace_classifier
 
     if not args.from_checkpoint:
         return RetinaNet(len(names), class_names=names, **preset(args.preset)["model"])
@@ -340,7 +341,7 @@ def _starting_model(args, names: list[str]):
     if model.num_classes != len(names) or model.class_names != names:
         print(f"classes: {', '.join(names)} (the checkpoint's were {', '.join(model.class_names)}): "
               f"a new classification layer")
-        replace_classifier(model, len(names), names)
+        model.replace_classes(names)
     return model
 
 
@@ -360,17 +361,8 @@ def _fit_to_data(args, model, train_data) -> None:
         set_anchors(model, anchors)
 
 
-def cmd_train(args) -> int:
-    import torch
-
-    from .data import small_dataset_transforms, train_transforms
-    from .presets import preset
-    from .train import fit
-
-    cfg = preset(args.preset)
-    real = args.data != "shapes"
-    if args.num_images is None:
-        args.num_images = cfg["run"]["num_images"]
+def _train_length(args, cfg: dict, real: bool) -> None:
+    """One of --epochs, --steps, --minutes: the preset's epochs on shapes, 5 minutes on a dataset of one's own."""
     if args.steps is None and args.minutes is None and args.epochs is None:
         if real:  # a few dozen images are a handful of steps per epoch: a time budget is what a lesson plans
             args.minutes = 5.0
@@ -380,7 +372,12 @@ def cmd_train(args) -> int:
         raise UserError("give one of --epochs, --steps and --minutes")
     if args.eval_every is None and args.epochs is not None:  # the preset's, and at least once, at the end
         args.eval_every = min(cfg["run"]["eval_every"], args.epochs)
-    _check_device(args.device)
+
+
+def _train_data(args, real: bool):
+    """(train, val, class names), with the augmentation --augment asks for (auto: zoom on a small dataset of one's own)."""
+    from .data import small_dataset_transforms, train_transforms
+
     probe = _dataset(args, True)
     augment = args.augment if args.augment != "auto" else ("on" if real and len(probe) < 1000 else "off")
     transform = small_dataset_transforms() if augment == "on" else train_transforms(flip=True)
@@ -389,9 +386,11 @@ def cmd_train(args) -> int:
     print(f"data: {args.data}, {len(train_data)} training and {len(val_data)} validation images, classes "
           f"{', '.join(names)}; augmentation: " + ("zoom (scale jitter and crops), flips, photometric jitter" if augment == "on"
                                                     else "flips") + (" (--augment to change)" if real else ""))
-    torch.manual_seed(args.seed)
-    model = _starting_model(args, names)
-    _fit_to_data(args, model, train_data)
+    return train_data, val_data, names
+
+
+def _fit_kwargs(args, cfg: dict) -> dict:
+    """The preset's training recipe, with --batch and --lr; a budget of steps or minutes fits its own warm-up."""
     train_kw = cfg["train"]
     if args.epochs is None:  # a budget of steps or minutes: warm-up is a tenth of the steps, not the preset's count
         train_kw.pop("warmup_steps", None)
@@ -399,9 +398,28 @@ def cmd_train(args) -> int:
         train_kw["batch_size"] = args.batch
     if args.lr:
         train_kw["lr"] = args.lr
+    return train_kw
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .presets import preset
+    from .train import fit
+
+    cfg = preset(args.preset)
+    real = args.data != "shapes"
+    if args.num_images is None:
+        args.num_images = cfg["run"]["num_images"]
+    _train_length(args, cfg, real)
+    _check_device(args.device)
+    train_data, val_data, names = _train_data(args, real)
+    torch.manual_seed(args.seed)
+    model = _starting_model(args, names)
+    _fit_to_data(args, model, _train_val(args, None)[0] if args.data != "shapes" else train_data)  # sizes as they are, not zoomed
     history = fit(model, train_data, val_data, epochs=args.epochs or 1, steps=args.steps, minutes=args.minutes,
                   device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume or None,
-                  eval_every=args.eval_every, **train_kw)
+                  eval_every=args.eval_every, **_fit_kwargs(args, cfg))
     path = os.path.join(args.out, "checkpoint.pt")
     if history["evals"]:
         last = history["evals"][-1]
@@ -412,20 +430,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load_model
     from .evaluate import evaluate
 
     _check_device(args.device)
-    model = load_model(args.checkpoint) if args.checkpoint != "classroom" else _classroom()
-    if args.size is not None:
-        from .fit_to_data import set_input_size
-
-        set_input_size(model, args.size)
+    model = _checkpoint_model(args)
     if args.data == "shapes":
         from .data import ShapesDataset
         from .presets import preset
 
-        data = ShapesDataset(args.num_images, seed=args.seed + 2_000_000, **preset(args.preset)["data"])
+        data = ShapesDataset(args.num_images, seed=args.seed + seeds.EVALUATION, **preset(args.preset)["data"])
     else:
         data = _dataset(args, train=False)
     if list(data.class_names) != list(model.class_names):
@@ -499,26 +512,58 @@ def _picture_names(paths: list[str], suffix: str = "_detections.png") -> dict[st
     return names
 
 
-def cmd_predict(args) -> int:
-    import json
+def _checkpoint_model(args):
+    """The model of `predict` and `eval`: a checkpoint, or 'classroom', at --size if given."""
+    from .checkpoint import load_model
 
+    model = load_model(args.checkpoint) if args.checkpoint != "classroom" else _classroom()
+    if args.size is not None:
+        from .fit_to_data import set_input_size
+
+        set_input_size(model, args.size)
+    return model
+
+
+def _read_image(path: str):
+    """(image, None), or (None, why it could not be read)."""
+    from .data import ImageLoadError, load_image, to_tensor
+
+    try:
+        return to_tensor(load_image(path)), None
+    except FileNotFoundError:
+        return None, f"{path}: no such file"
+    except ImageLoadError as e:  # its message starts with the path
+        return None, str(e)
+
+
+def _predict_one(model, image, score_thresh: float, picture: str) -> list[dict]:
+    """Detections on one image above `score_thresh`, drawn to `picture`; returned as JSON-ready dicts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 
-    from .checkpoint import load_model
-    from .data import ImageLoadError, load_image, to_tensor
     from .viz import draw_boxes
+
+    with torch.no_grad():
+        det = model([image])[0]
+    keep = det["scores"] >= score_thresh
+    found = [{"box": b, "score": s, "label": int(lab), "class": model.class_names[int(lab) - 1]}
+             for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep])]
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+    draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], model.class_names)
+    fig.savefig(picture, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return found
+
+
+def cmd_predict(args) -> int:
+    import json
 
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out} is a file: give a folder for the pictures and detections.json")
-    model = load_model(args.checkpoint) if args.checkpoint != "classroom" else _classroom()
-    if args.size is not None:
-        from .fit_to_data import set_input_size
-
-        set_input_size(model, args.size)
+    model = _checkpoint_model(args)
     model.score_thresh = args.score_thresh
     entries = _predict_inputs(args.images)
     names = _picture_names([path for path, error in entries if error is None])
@@ -526,27 +571,13 @@ def cmd_predict(args) -> int:
     results, done = {}, 0
     try:
         for path, error in entries:
-            if error is None:
-                try:
-                    image = to_tensor(load_image(path))
-                except FileNotFoundError:
-                    error = f"{path}: no such file"
-                except ImageLoadError as e:  # its message starts with the path
-                    error = str(e)
+            image, error = _read_image(path) if error is None else (None, error)
             if error is not None:
                 results[path] = {"error": error}
                 print(f"retinanet-lab predict: skipped {error}", file=sys.stderr)
                 continue
-            with torch.no_grad():
-                det = model([image])[0]
-            keep = det["scores"] >= args.score_thresh
-            found = [{"box": b, "score": s, "label": int(lab), "class": model.class_names[int(lab) - 1]}
-                     for b, s, lab in zip(det["boxes"][keep].tolist(), det["scores"][keep].tolist(), det["labels"][keep])]
-            fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
-            draw_boxes(ax, image, det["boxes"][keep], det["labels"][keep], det["scores"][keep], model.class_names)
             picture = os.path.join(args.out, names[path])
-            fig.savefig(picture, dpi=100, bbox_inches="tight")
-            plt.close(fig)
+            found = _predict_one(model, image, args.score_thresh, picture)
             results[path] = {"picture": names[path], "detections": found}
             done += 1
             print(f"{path}: {len(found)} detection(s) -> {picture}")
@@ -622,11 +653,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\nsee `{self.prog} --help`\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.",
-                epilog="Errors in what you give (files, data, options) are said in one line, with exit status 2.")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also after the command)")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_demo(sub) -> None:
+    """The `demo` command and its options."""
     d = sub.add_parser("demo", help="the classroom model detects shapes in fresh images: COCO mAP and a picture (offline)",
                        description="Load the shipped classroom model, detect objects in freshly drawn shapes images, print their "
                                    "COCO mAP and write a picture of the detections. Works offline, with no GPU.")
@@ -634,11 +662,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="which fresh images (default 0; training never used these seeds)")
     d.add_argument("--out", default="demo.png", help="where to write the picture (default demo.png; '' for none)")
     d.set_defaults(func=cmd_demo)
+
+
+def _add_tour(sub) -> None:
+    """The `tour` command and its options."""
     d = sub.add_parser("tour", help="build a paper-size RetinaNet, check it against torchvision, show its anatomy and anchors")
     d.add_argument("--size", type=_int_at_least(32), default=512, help="input image size in pixels (default 512)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--out", default="tour.png", help="where to write the anchor picture (default tour.png; '' for none)")
     d.set_defaults(func=cmd_tour)
+
+
+def _add_info(sub) -> None:
+    """The `info` command and its options."""
     i = sub.add_parser("info", help="tables of levels, anchors and parameters for a configuration")
     i.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     i.add_argument("--num-classes", type=_int_at_least(1), default=80)
@@ -646,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--size", type=_int_at_least(32), default=512, help="input image size in pixels (default 512)")
     i.set_defaults(func=cmd_info)
 
+
+def _add_train(sub) -> None:
+    """`retinanet-lab train`: what to train on and for how long (the recipe's options: `_add_train_recipe`)."""
     t = sub.add_parser("train", help="train a detector; prints the learning rate it uses, checkpoints to --out",
                        description="Train RetinaNet. With no options: the classroom preset on the shapes world.")
     _add_data_args(t, num_images=None)
@@ -664,6 +703,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
                    help="zoom (scale jitter and crops), flips and photometric jitter; auto (default): on for datasets of "
                         "your own under 1000 images, flips only otherwise")
+    _add_train_recipe(t)
+    t.set_defaults(func=cmd_train)
+
+
+def _add_train_recipe(t) -> None:
+    """`retinanet-lab train`: batch, learning rate, device, output, resume, fine-tuning and validation."""
     t.add_argument("--batch", type=_int_at_least(1), default=None, help="images per step (default: the preset's)")
     t.add_argument("--lr", type=_positive, default=None,
                    help="learning rate (default: the preset's; SGD presets scale it to the batch, AdamW's is not scaled)")
@@ -679,8 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=_int_at_least(1), default=None,
                    help="evaluate every N epochs (default: the preset's; classroom: at the end); runs with --steps or "
                         "--minutes always end with an evaluation")
-    t.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
+    """The `eval` command and its options."""
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")
     e.add_argument("checkpoint", help="a checkpoint.pt written by train, or 'classroom' for the shipped classroom model")
     _add_data_args(e, num_images=200)
@@ -689,6 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", type=_size_arg, default=None, help="input size (default: the checkpoint's, as trained)")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_predict(sub) -> None:
+    """The `predict` command and its options."""
     pr = sub.add_parser("predict", help="detect objects in image files; writes PNGs with boxes and detections.json")
     pr.add_argument("checkpoint", help="a checkpoint.pt written by train, or 'classroom' for the shipped classroom model")
     pr.add_argument("--size", type=_size_arg, default=None, help="input size (default: the checkpoint's, as trained)")
@@ -699,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw and keep detections with at least this score, in [0, 1] (default 0.3)")
     pr.set_defaults(func=cmd_predict)
 
+
+def _add_anchors(sub) -> None:
+    """The `anchors` command and its options."""
     a = sub.add_parser("anchors", help="share of a dataset's objects that some anchor covers at IoU >= 0.5, with suggestions")
     _add_data_args(a, num_images=300)
     a.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="anchors and input size (default classroom)")
@@ -709,6 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-images", type=_int_at_least(1), default=500, help="look at most at this many images (default 500)")
     a.set_defaults(func=cmd_anchors)
 
+
+def _add_lessons(sub) -> None:
+    """The `lessons` command and its options."""
     le = sub.add_parser("lessons", help="write a fresh copy of the lessons (student edition; --teacher for the teacher's)",
                         description="Write the lessons as notebooks into DIRECTORY, so that a student edits a copy and the "
                                     "originals stay clean. The student edition has no solutions; the teacher's edition has "
@@ -718,12 +774,25 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--force", action="store_true", help="overwrite lessons already in DIRECTORY")
     le.set_defaults(func=cmd_lessons)
 
+
+def _add_voila(sub) -> None:
+    """The `voila` command and its options."""
     vo = sub.add_parser("voila", help="show a lesson as an app without its code (a projector view), offline",
                         description="Run Voila on a lesson (or a folder of lessons) with this package's template, which "
                                     "needs no internet (Voila's own page template asks a CDN for its icons).")
     vo.add_argument("target", help="a lesson notebook, e.g. 02_focal_loss.ipynb, or a folder of them")
     vo.add_argument("voila_args", nargs=argparse.REMAINDER, help="passed on to voila, e.g. --port=8866")
     vo.set_defaults(func=cmd_voila)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="retinanet-lab", description="RetinaNet and the focal loss, a teaching lab.",
+                epilog="Errors in what you give (files, data, options) are said in one line, with exit status 2.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (also after the command)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_tour, _add_info, _add_train, _add_eval, _add_predict, _add_anchors, _add_lessons,
+                _add_voila):
+        add(sub)
     for command in sub.choices.values():  # --debug after the command too; SUPPRESS: absent, it leaves the global one be
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return p

@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import torch
 
-from .anchors import AnchorConfig, make_anchors
+from .anchors import AnchorConfig, feature_sizes, make_anchors
 from .boxes import box_iou
-from .transform import resize_scale
+from .transform import padded_size, resized_size
 
 __all__ = ["network_boxes", "object_best_ious", "anchor_coverage", "format_coverage"]
 
@@ -42,10 +42,8 @@ def network_boxes(dataset, min_size: int, max_size: int, size_divisible: int, ma
             (h, w), boxes = image.shape[-2:], target["boxes"]
         if len(boxes) == 0:
             continue
-        s = resize_scale(h, w, min_size, max_size)
-        nh, nw = math.floor(h * s), math.floor(w * s)
-        ph, pw = math.ceil(nh / size_divisible) * size_divisible, math.ceil(nw / size_divisible) * size_divisible
-        out.append((boxes.float() * torch.tensor([nw / w, nh / h, nw / w, nh / h]), (ph, pw)))
+        nh, nw = resized_size(h, w, min_size, max_size)  # as the model resizes and pads it
+        out.append((boxes.float() * torch.tensor([nw / w, nh / h, nw / w, nh / h]), padded_size([(nh, nw)], size_divisible)))
     return out
 
 
@@ -54,8 +52,7 @@ def object_best_ious(items, config: AnchorConfig) -> torch.Tensor:
     cache, best = {}, []
     for boxes, size in items:
         if size not in cache:
-            features = [(math.ceil(size[0] / 2**lvl), math.ceil(size[1] / 2**lvl)) for lvl in config.levels]
-            cache[size] = torch.cat(make_anchors(config, size, features))
+            cache[size] = torch.cat(make_anchors(config, size, feature_sizes(size, config.levels)))
         best.append(box_iou(boxes, cache[size]).max(dim=1).values)
     return torch.cat(best) if best else torch.zeros(0)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from .anchors import AnchorConfig
 from .coverage import network_boxes, object_best_ious
@@ -47,7 +47,8 @@ def input_size_for(dataset, lo: int = 128, hi: int = 640, max_images: int = 200)
 
 
 def set_input_size(model, size: int) -> None:
-    """Resize every image so that its short side is `size` (long side at most 5/3 of it, as 800 / 1333)."""
+    """Resize every image so that its short side is `size` (long side at most 5/3 of it, as 800 / 1333): the model's
+    input config (model.cfg.input) is replaced, and its checkpoints record it."""
     model.min_size, model.max_size = int(size), int(math.ceil(size * 5 / 3))
 
 
@@ -82,9 +83,6 @@ def anchors_for(dataset, anchors: AnchorConfig, size: int, enough: float = 0.9, 
 
 
 def set_anchors(model, anchors: AnchorConfig) -> None:
-    """Give `model` other anchors with the same number per location (the subnets' outputs keep their shape)."""
-    if anchors.num_anchors != model.anchor_config.num_anchors or len(anchors.sizes) != len(model.anchor_config.sizes):
-        raise ValueError(f"the new anchors must keep {model.anchor_config.num_anchors} anchors per location on "
-                         f"{len(model.anchor_config.sizes)} levels")
+    """Give `model` other anchors with the same number per location on as many levels (the subnets' outputs keep
+    their shape); its config, and so its checkpoints, record them. A ValueError says when they do not fit."""
     model.anchor_config = anchors
-    model._architecture["anchors"] = asdict(anchors)

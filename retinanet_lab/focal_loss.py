@@ -1,4 +1,4 @@
-"""The α-balanced sigmoid focal loss (paper section 3, equations 1-5).
+"""The α-balanced sigmoid focal loss (paper section 3, equations 1-5), defined once.
 
 For a binary target y ∈ {0, 1} and a predicted probability p = σ(x):
 
@@ -18,6 +18,12 @@ finite for |x| up to 1e4 in float32, float16 and bfloat16, and for any γ >= 0. 
 
 Targets may also be soft (any value in [0, 1]); the formulas above are then read with
 p_t = p y + (1 - p)(1 - y), exactly as torchvision does.
+
+One definition, every user: eq. 5 is written once, in `focal_loss_from_terms` (α_t, the two terms CE and
+log(1 - p_t), and γ); `focal_loss` is that formula applied to `focal_loss_terms(logits, targets)`. The training
+loss (`loss.py`) calls `focal_loss_sparse_sum`, an exact re-arrangement of the same sum for one-hot targets
+(a speed-up, tested for equal values and gradients); the hard-example explorer keeps the terms and calls
+`focal_loss_from_terms` for each γ; anatomy, the widgets and the exercises' references call these functions.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from torch import Tensor
 
 __all__ = [
     "focal_loss",
+    "focal_loss_terms",
+    "focal_loss_from_terms",
     "cross_entropy",
     "p_t",
     "modulating_factor",
@@ -47,17 +55,18 @@ def _as_float(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return logits.to(dtype), targets.to(dtype)
 
 
-def _log_p_t(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """log(p_t) and log(1 - p_t), both finite for any finite logit.
+def _log_p_t(logits: Tensor, targets: Tensor, complement: bool = False) -> Tensor:
+    """log(p_t), or log(1 - p_t) with complement=True; finite for any finite logit.
 
-    p_t = p y + (1 - p)(1 - y) is computed as a log-sum-exp of log-probabilities; for hard labels
-    one of the two terms is log(0) = -inf and drops out exactly (with a zero gradient).
+    p_t = p y + (1 - p)(1 - y) is computed as a log-sum-exp of log-probabilities, and 1 - p_t likewise with
+    y and 1 - y swapped; for hard labels one of the two terms is log(0) = -inf and drops out exactly (with a
+    zero gradient).
     """
     log_p, log_1mp = F.logsigmoid(logits), F.logsigmoid(-logits)  # log σ(x), log σ(-x) = log(1 - σ(x))
     log_y, log_1my = torch.log(targets), torch.log1p(-targets)
-    log_pt = torch.logaddexp(log_p + log_y, log_1mp + log_1my)
-    log_1m_pt = torch.logaddexp(log_p + log_1my, log_1mp + log_y)
-    return log_pt, log_1m_pt
+    if complement:
+        log_y, log_1my = log_1my, log_y
+    return torch.logaddexp(log_p + log_y, log_1mp + log_1my)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -69,14 +78,14 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 def p_t(logits: Tensor, targets: Tensor) -> Tensor:
     """The probability the model gives to the true class, p_t (eq. 2)."""
     logits, targets = _as_float(logits, targets)
-    return torch.exp(_log_p_t(logits, targets)[0])
+    return torch.exp(_log_p_t(logits, targets))
 
 
 def modulating_factor(logits: Tensor, targets: Tensor, gamma: float = 2.0) -> Tensor:
     """(1 - p_t)^γ: how much the focal loss scales down cross entropy for each example (section 3.2)."""
     _check_gamma(gamma)
     logits, targets = _as_float(logits, targets)
-    return torch.exp(gamma * _log_p_t(logits, targets)[1])
+    return torch.exp(gamma * _log_p_t(logits, targets, complement=True))
 
 
 def alpha_t(targets: Tensor, alpha: float | None = 0.25) -> Tensor:
@@ -86,6 +95,30 @@ def alpha_t(targets: Tensor, alpha: float | None = 0.25) -> Tensor:
         return torch.ones_like(targets)
     _check_alpha(alpha)
     return alpha * targets + (1 - alpha) * (1 - targets)
+
+
+def focal_loss_terms(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The two terms of eq. 5 that depend on the logits, elementwise: CE = -log(p_t) (eq. 1) and log(1 - p_t).
+
+    Computed once, they give the focal loss for any α and γ through `focal_loss_from_terms` (the hard-example
+    explorer redraws Figure 4 for a new γ that way). CE is binary cross entropy with logits (for soft targets
+    -[y log p + (1 - y) log(1 - p)], as torchvision); log(1 - p_t) is finite for any finite logit.
+    """
+    logits, targets = _as_float(logits, targets)
+    return cross_entropy(logits, targets), _log_p_t(logits, targets, complement=True)
+
+
+def focal_loss_from_terms(ce: Tensor, log_1m_pt: Tensor, alpha_t: Tensor | float = 1.0, gamma: float = 2.0) -> Tensor:
+    """FL = α_t (1 - p_t)^γ CE (eq. 5) from CE = -log(p_t) and log(1 - p_t): the one place eq. 5 is written.
+
+    alpha_t: the weight of each example (a tensor like `alpha_t(targets, α)`, or one number for all of them).
+    The modulating factor is exp(γ log(1 - p_t)), whose derivative γ (1 - p_t)^γ d log(1 - p_t) is finite for
+    every γ > 0 even where p_t = 1; γ = 0 gives α_t CE exactly.
+    """
+    _check_gamma(gamma)
+    if gamma == 0:
+        return alpha_t * ce
+    return alpha_t * torch.exp(gamma * log_1m_pt) * ce
 
 
 def focal_loss(
@@ -112,9 +145,8 @@ def focal_loss(
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
     logits, targets = _as_float(logits, targets)
-    _, log_1m_pt = _log_p_t(logits, targets)
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log(p_t), stable
-    loss = alpha_t(targets, alpha) * torch.exp(gamma * log_1m_pt) * ce
+    ce, log_1m_pt = focal_loss_terms(logits, targets)
+    loss = focal_loss_from_terms(ce, log_1m_pt, 1.0 if alpha is None else alpha_t(targets, alpha), gamma)
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":
@@ -141,13 +173,17 @@ def _check_alpha(alpha: float) -> None:
 
 
 class _SparseTargetFocalLossSum(torch.autograd.Function):
-    """Per-image Σ of w · FL over (A, K) outputs whose targets are all 0 except at `positives`.
+    """Per-image Σ_{a,k} w_a · FL(x_ak, y_ak) for one-hot y (all 0 except at `positives`): see `focal_loss_sparse_sum`.
 
-    Every output is first treated as a negative (p = σ(x), so p_t = 1 - p):
-        FL = (1 - α) p^γ CE,   CE = -log(1 - p) = x - logσ(x),   dFL/dx = (1 - α) p^γ (p + γ (1 - p) CE)
-    computed densely with one `logsigmoid` and no branch; then the few positive entries (known from
-    matching, one per foreground anchor) are corrected by index with the positive form
-        FL = α (1 - p)^γ (-log p),   dFL/dx = α (1 - p)^γ (γ p log p - (1 - p)).
+    Forward. Every output is first read as a negative (y = 0: p_t = 1 - p, α_t = 1 - α), whose two terms come
+    from one `logsigmoid` and no targets: log(1 - p_t) = log p and CE = -log(1 - p) = x - log p. Its focal loss
+    (1 - α) p^γ CE has a constant α_t, so the sum over classes is a dot product of p^γ and CE, and (1 - α) and
+    w_a come out of it:
+        Σ = (1 - α) Σ_a w_a Σ_k p^γ CE  +  Σ_{positives} w_a [FL(x, 1) - FL(x, 0)]
+    where the positives' two FL are `focal_loss_from_terms`, FL(x, 1) with CE = -log p and log(1 - p_t) = log p - x.
+    Backward, by hand (autograd would keep several (B, A, K) intermediates), with p^γ = exp(γ log p):
+        negatives  dFL/dx = (1 - α) p^γ (p + γ (1 - p) CE)
+        positives  dFL/dx = α (1 - p)^γ (γ p log p - (1 - p)),   (1 - p)^γ = exp(-γ CE of the negative)
     Powers are exp(γ log ·) of finite logs: finite for every γ >= 0 and logit.
     """
 
@@ -156,16 +192,16 @@ class _SparseTargetFocalLossSum(torch.autograd.Function):
         x = logits.float()  # (B, A, K)
         b, a, k = x.shape
         a_pos, a_neg = (alpha, 1 - alpha) if alpha is not None else (1.0, 1.0)
-        log_p = F.logsigmoid(x)
-        mod = torch.exp(gamma * log_p)  # p^γ
-        ce = x - log_p  # -log(1 - p)
+        log_p = F.logsigmoid(x)  # log p = log(1 - p_t) of a negative
+        ce = x - log_p  # -log(1 - p) = CE of a negative
+        mod = torch.exp(gamma * log_p)  # p^γ = (1 - p_t)^γ of a negative
         per_anchor = torch.bmm(mod.view(b * a, 1, k), ce.view(b * a, k, 1)).view(b, a)  # Σ_k p^γ CE
-        loss = a_neg * (per_anchor * weight).sum(dim=1)  # (B,)
-        # positives: swap the negative form for the positive one
-        xi, lpi = x[img, anchor, cls], log_p[img, anchor, cls]
-        pos_form = a_pos * torch.exp(gamma * (lpi - xi)) * (-lpi)  # α (1 - p)^γ (-log p)
-        correction = (pos_form - a_neg * mod[img, anchor, cls] * ce[img, anchor, cls]) * weight[img, anchor]
-        loss = loss.index_add(0, img, correction)
+        loss = a_neg * (per_anchor * weight).sum(dim=1)  # (B,) every output read as a negative
+        # positives: their own term replaces the negative one
+        xi, lpi, cei = x[img, anchor, cls], log_p[img, anchor, cls], ce[img, anchor, cls]  # (N_pos,)
+        positive = focal_loss_from_terms(-lpi, lpi - xi, a_pos, gamma)  # CE = -log p, log(1 - p) = log p - x
+        negative = focal_loss_from_terms(cei, lpi, a_neg, gamma)
+        loss = loss.index_add(0, img, (positive - negative) * weight[img, anchor])
         ctx.save_for_backward(weight, img, anchor, cls, log_p, mod, ce)
         ctx.alpha, ctx.gamma, ctx.dtype = (a_pos, a_neg), gamma, logits.dtype
         return loss
@@ -186,11 +222,18 @@ class _SparseTargetFocalLossSum(torch.autograd.Function):
 
 def focal_loss_sparse_sum(logits: Tensor, positives: tuple[Tensor, Tensor, Tensor], weight: Tensor | None = None,
                           alpha: float | None = 0.25, gamma: float = 2.0) -> Tensor:
-    """Per-image sum of `weight * focal_loss(logits, targets)` where targets are one-hot and sparse.
+    """Per-image sum of `weight * focal_loss(logits, targets)` where targets are one-hot and sparse: the training form.
+
+    An exact re-arrangement of `focal_loss` (the same terms summed in another order, so equal up to float rounding;
+    tests check equal values and gradients), faster because it exploits
+    what the training targets look like: of the B·A·K outputs, all but one per foreground anchor are negatives
+    with target 0. So every output is first read as a negative, whose terms need one `logsigmoid` and no
+    targets tensor (no (B, A, K) one-hot is built), its constant α_t = 1 - α comes out of the sum over classes
+    (a dot product), and only the few positives are corrected by index, through `focal_loss_from_terms`; the
+    gradient is written out by hand rather than recorded by autograd.
 
     logits (B, A, K) of any float dtype; positives: (image, anchor, class) index tensors of the entries
-    whose target is 1 (each at most once); weight (B, A), e.g. 0 for ignored anchors -> (B,) float32.
-    Same values and gradients as `focal_loss` (tests check it); this is the form the training loss uses.
+    whose target is 1 (each at most once); weight (B, A), e.g. 0 for ignored anchors (None: all 1) -> (B,) float32.
     """
     _check_gamma(gamma)
     if alpha is not None:

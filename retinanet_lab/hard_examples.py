@@ -10,16 +10,17 @@ Every (anchor, class) pair is one binary example: the true class of a foreground
 every other class of a foreground anchor and every class of a background anchor is a negative, and
 ignored anchors (IoU in [0.4, 0.5)) are not examples at all.
 
-`anchor_samples` computes each example's cross entropy CE = -log(p_t) and log(1 - p_t) once; the focal loss
-for any γ is then one multiplication away, FL = α_t exp(γ log(1 - p_t)) CE (eq. 5), which is what lets the
-explorer redraw Figure 4 for a new γ at once.
+`anchor_samples` computes each example's cross entropy CE = -log(p_t) and log(1 - p_t) once
+(`focal_loss.focal_loss_terms`); the focal loss for any γ is then `focal_loss.focal_loss_from_terms`,
+FL = α_t exp(γ log(1 - p_t)) CE (eq. 5), the formula `focal_loss` itself uses, one multiplication away: that
+is what lets the explorer redraw Figure 4 for a new γ at once.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .focal_loss import _log_p_t, cross_entropy
+from .focal_loss import alpha_t, focal_loss_from_terms, focal_loss_terms
 
 __all__ = ["anchor_samples", "example_losses", "loss_cdf", "easy_negative_share", "anchor_losses", "anchor_loss_shares",
            "ohem_keep", "METHODS", "ALPHA_CE", "ALPHA_FL"]
@@ -47,16 +48,11 @@ def anchor_samples(model, images, targets) -> dict:
     onehot[fg] = torch.nn.functional.one_hot(labels[fg] - 1, logits.shape[-1]).float()
     examples = valid[..., None].expand_as(logits)
     pos, neg = examples & (onehot == 1), examples & (onehot == 0)
-    ce, log_1m_pt = cross_entropy(logits, onehot), _log_p_t(logits, onehot)[1]
+    ce, log_1m_pt = focal_loss_terms(logits, onehot)  # (B, A, K) each
     return {"logits": logits, "onehot": onehot, "valid": valid, "foreground": fg, "ce": ce, "log_1m_pt": log_1m_pt,
             "pos_logits": logits[pos], "neg_logits": logits[neg], "pos": (ce[pos], log_1m_pt[pos]), "neg": (ce[neg], log_1m_pt[neg]),
             "anchors": r["anchors"], "feature_sizes": r["feature_sizes"], "image_sizes": r["image_sizes"], "batch": r["batch"],
             "matched": r["matched"]}
-
-
-def _focal(ce: torch.Tensor, log_1m_pt: torch.Tensor, gamma: float, alpha_t=1.0) -> torch.Tensor:
-    """FL = α_t (1 - p_t)^γ CE from the stored CE and log(1 - p_t) (eq. 5); γ = 0 is CE itself."""
-    return ce * alpha_t if gamma == 0 else alpha_t * torch.exp(gamma * log_1m_pt) * ce
 
 
 def example_losses(samples: dict, kind: str, gamma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
@@ -64,8 +60,8 @@ def example_losses(samples: dict, kind: str, gamma: float = 2.0, alpha: float | 
     if kind not in ("positives", "negatives"):
         raise ValueError(f"kind must be 'positives' or 'negatives', got {kind!r}")
     ce, log_1m_pt = samples["pos" if kind == "positives" else "neg"]
-    alpha_t = 1.0 if alpha is None else (alpha if kind == "positives" else 1 - alpha)
-    return _focal(ce, log_1m_pt, gamma, alpha_t)
+    weight = 1.0 if alpha is None else (alpha if kind == "positives" else 1 - alpha)  # α_t (eq. 3)
+    return focal_loss_from_terms(ce, log_1m_pt, weight, gamma)
 
 
 def loss_cdf(losses: torch.Tensor, points: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,13 +102,12 @@ def anchor_losses(samples: dict, method: str = "FL", gamma: float = 2.0, alpha: 
     y, valid, ce, log_1m_pt = samples["onehot"], samples["valid"], samples["ce"], samples["log_1m_pt"]
     if alpha is None:
         alpha = ALPHA_CE if method == "α-balanced CE" else ALPHA_FL
-    alpha_t = alpha * y + (1 - alpha) * (1 - y)
     if method in ("CE", "OHEM 1:3"):
-        per = ce
+        per = focal_loss_from_terms(ce, log_1m_pt, 1.0, 0.0)  # CE: γ = 0, no α
     elif method == "α-balanced CE":
-        per = _focal(ce, log_1m_pt, 0.0, alpha_t)
+        per = focal_loss_from_terms(ce, log_1m_pt, alpha_t(y, alpha), 0.0)
     elif method == "FL":
-        per = _focal(ce, log_1m_pt, gamma, alpha_t)
+        per = focal_loss_from_terms(ce, log_1m_pt, alpha_t(y, alpha), gamma)
     else:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     loss = per.sum(-1) * valid  # (B, A)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ClassificationSubnet", "BoxSubnet", "prior_bias", "tower", "new_classifier", "class_heatmap"]
+__all__ = ["ClassificationSubnet", "BoxSubnet", "prior_bias", "tower", "init_classifier", "new_classifier", "class_heatmap"]
 
 
 def prior_bias(prior_prob: float) -> float:
@@ -30,15 +30,20 @@ def prior_bias(prior_prob: float) -> float:
     return -math.log((1 - prior_prob) / prior_prob)
 
 
-def new_classifier(old: nn.Conv2d, num_anchors: int, num_classes: int, prior_prob: float = 0.01) -> nn.Conv2d:
-    """A fresh final classification layer for `num_classes` classes in place of `old` (fine-tuning): the same
-    input channels, kernel, stride and padding, num_anchors * num_classes outputs (no background class: one
-    sigmoid per class), weights normal(std=0.01) and bias -log((1 - π) / π) (section 4.1)."""
-    conv = nn.Conv2d(old.in_channels, num_anchors * num_classes, old.kernel_size, stride=old.stride, padding=old.padding)
-    conv = conv.to(device=old.weight.device, dtype=old.weight.dtype)
+def init_classifier(conv: nn.Conv2d, prior_prob: float = 0.01) -> nn.Conv2d:
+    """The final classification layer's initialisation (section 4.1): weights normal(std=0.01), bias
+    b = -log((1 - π) / π), so that every output starts at probability π."""
     nn.init.normal_(conv.weight, std=0.01)
     nn.init.constant_(conv.bias, prior_bias(prior_prob))
     return conv
+
+
+def new_classifier(old: nn.Conv2d, num_anchors: int, num_classes: int, prior_prob: float = 0.01) -> nn.Conv2d:
+    """A fresh final classification layer for `num_classes` classes in place of `old` (fine-tuning): the same
+    input channels, kernel, stride and padding, num_anchors * num_classes outputs (no background class: one
+    sigmoid per class), initialised by `init_classifier`."""
+    conv = nn.Conv2d(old.in_channels, num_anchors * num_classes, old.kernel_size, stride=old.stride, padding=old.padding)
+    return init_classifier(conv.to(device=old.weight.device, dtype=old.weight.dtype), prior_prob)
 
 
 def class_heatmap(logits: Tensor, height: int, width: int, num_anchors: int) -> Tensor:
@@ -83,8 +88,13 @@ class ClassificationSubnet(nn.Module):
         self.num_classes, self.num_anchors = num_classes, num_anchors
         self.tower = tower(in_channels, channels, num_convs, norm)
         self.logits = nn.Conv2d(channels if num_convs else in_channels, num_anchors * num_classes, 3, padding=1)
-        _init(self)
-        nn.init.constant_(self.logits.bias, prior_bias(prior_prob))
+        _init(self.tower)
+        init_classifier(self.logits, prior_prob)
+
+    def reset_classifier(self, num_classes: int, prior_prob: float = 0.01) -> None:
+        """A fresh final layer for `num_classes` classes (fine-tuning on other classes); the tower keeps its weights."""
+        self.logits = new_classifier(self.logits, self.num_anchors, num_classes, prior_prob)
+        self.num_classes = num_classes
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         """[(B, C, H_l, W_l)] -> [(B, H_l*W_l*A, K)] logits, one per level."""

@@ -19,6 +19,7 @@ The whole batch is matched at once: ground truth is padded to (B, G, 4) with a (
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -26,8 +27,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from .boxes import batched_box_iou
+from .config import MatchingConfig
 
-__all__ = ["BACKGROUND", "IGNORE", "Matches", "assign_from_iou", "match_anchors", "pad_targets"]
+__all__ = ["BACKGROUND", "IGNORE", "Matches", "MatchingConfig", "assign_from_iou", "match_anchors", "pad_targets"]
 
 BACKGROUND = -1
 IGNORE = -2
@@ -50,9 +52,9 @@ def pad_targets(boxes: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tens
 def assign_from_iou(
     iou: Tensor,
     valid: Tensor | None = None,
-    fg_iou: float = 0.5,
-    bg_iou: float = 0.4,
-    allow_low_quality: bool = True,
+    fg_iou: float = MatchingConfig.fg_iou,
+    bg_iou: float = MatchingConfig.bg_iou,
+    allow_low_quality: bool = MatchingConfig.allow_low_quality_matches,
 ) -> Matches:
     """The matching rule on an IoU matrix: iou (B, G, A) of every box with every anchor, valid (B, G) the real
     (not padded) boxes, or None when all are real. Returns each anchor's box index, BACKGROUND or IGNORE (B, A),
@@ -81,13 +83,22 @@ def match_anchors(
     anchors: Tensor,
     gt_boxes: Tensor,
     gt_valid: Tensor,
-    fg_iou: float = 0.5,
-    bg_iou: float = 0.4,
-    allow_low_quality: bool = True,
+    config: MatchingConfig | None = None,
+    **overrides,
 ) -> Matches:
-    """Match anchors (A, 4) to padded boxes gt_boxes (B, G, 4) with mask gt_valid (B, G)."""
+    """Match anchors (A, 4) to padded boxes gt_boxes (B, G, 4) with mask gt_valid (B, G), by the rule of `config`
+    (None: MatchingConfig(), the paper's).
+
+    Keyword `overrides` replace its fields: match_anchors(anchors, gt, valid, fg_iou=0.6, allow_low_quality=False)
+    (`allow_low_quality` names allow_low_quality_matches)."""
+    if config is not None and not isinstance(config, MatchingConfig):
+        raise TypeError(f"config must be a MatchingConfig (or pass fg_iou=..., bg_iou=... by keyword), got {type(config).__name__}")
+    config = MatchingConfig() if config is None else config
+    if overrides:
+        alias = {"allow_low_quality": "allow_low_quality_matches"}
+        config = replace(config, **{alias.get(k, k): v for k, v in overrides.items()})
     if gt_boxes.shape[1] == 0:
         iou = anchors.new_zeros(gt_boxes.shape[0], 0, anchors.shape[0])
     else:
         iou = batched_box_iou(gt_boxes, anchors)  # (B, G, A)
-    return assign_from_iou(iou, gt_valid, fg_iou, bg_iou, allow_low_quality)
+    return assign_from_iou(iou, gt_valid, config.fg_iou, config.bg_iou, config.allow_low_quality_matches)

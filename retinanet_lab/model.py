@@ -10,128 +10,220 @@ Usage follows torchvision's detection models:
 `images` is a list of (3, H, W) float tensors in [0, 1], of any sizes; `targets` a list of dicts with
 "boxes" (N, 4) float (x1, y1, x2, y2) in the image's pixels and "labels" (N,) int in 1..num_classes
 (0 is not a class: background is the absence of every class). Boxes come back in the same coordinates.
-`model.inspect(images, targets)` returns everything in between, level by level, for teaching.
+
+One pass is a walk through named stages, each a method here or a function of its own module:
+
+    preprocess           transform.py         images -> one normalised, padded batch (B, 3, H, W)
+    features             backbone.py, fpn.py  -> P3 ... P7, (B, C, H_l, W_l) each
+    heads                heads.py             -> per level logits (B, H_l*W_l*A, K) and deltas (B, H_l*W_l*A, 4)
+    anchors              anchors.py           -> per level (H_l*W_l*A, 4), in the batch's pixels
+    match                matching.py          training: each anchor's box, background or ignored
+    loss                 loss.py              training: focal loss + box loss, normalised
+    select, decode, nms  postprocess.py       inference: candidates, their boxes, the survivors of NMS
+
+`model(images, targets, record=r)` stores each stage's output in the dict `r` under the stage's name, as the pass
+computes it; `model.inspect(images, targets)` shapes that record level by level for teaching, and the lessons'
+widgets read it. What they show is what `model(images)` computes: the same calls, recorded. Without `record`
+nothing is kept and nothing extra is computed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
+from . import torchvision_compat
 from .anchors import AnchorConfig, make_anchors
 from .backbone import ResNetBody
 from .boxes import check_boxes, encode_boxes
+from .config import FLAT_KEYS, RetinaNetConfig
 from .fpn import FeaturePyramid
 from .heads import BoxSubnet, ClassificationSubnet
-from .loss import BOX_LOSSES, retinanet_loss
-from .matching import match_anchors, pad_targets
+from .loss import retinanet_loss
+from .matching import Matches, match_anchors, pad_targets
 from .postprocess import postprocess_detections
-from .transform import IMAGENET_MEAN, IMAGENET_STD, boxes_to_original, check_images, preprocess
+from .transform import boxes_to_original, check_images
+from .transform import preprocess as preprocess_images
 
-__all__ = ["RetinaNet"]
+__all__ = ["RetinaNet", "RetinaNetConfig"]
+
+
+def _setting(key: str) -> property:
+    """model.<key>: the setting of that name in the model's config; assigning it replaces the (frozen) config."""
+    section, name = FLAT_KEYS[key]
+
+    def get(self):
+        return getattr(getattr(self.cfg, section), name)
+
+    def set_(self, value):
+        self.cfg = self.cfg.replace(**{key: value})
+
+    return property(get, set_, doc=f"cfg.{section}.{name} (assigning it replaces the config, validated)")
 
 
 class RetinaNet(nn.Module):
-    """A RetinaNet detector.
+    """A RetinaNet detector, built from a RetinaNetConfig (config.py) or its fields by keyword:
 
-    Architecture: num_classes (K, not counting background), backbone ("resnet18" | "resnet34" |
-    "resnet50" | "resnet101"), backbone_weights (None | "imagenet"), trainable_backbone_layers (0-5),
-    frozen_bn, fpn_channels, p6_from ("c5" paper | "p5" torchvision v1), head_convs, head_channels,
-    norm (None | "group"), prior_prob (π of section 4.1), anchors (an AnchorConfig).
-    Input: min_size (int, or a tuple for multi-scale training), max_size, image_mean, image_std,
-    size_divisible. Training: fg_iou, bg_iou, allow_low_quality_matches, focal_alpha, focal_gamma,
-    box_loss ("smooth_l1" | "l1" | "giou"), smooth_l1_beta, loss_normalization ("batch" | "image").
-    Inference: score_thresh, topk_candidates, nms_thresh, detections_per_img.
+        RetinaNet(RetinaNetConfig(ArchitectureConfig(num_classes=3)))
+        RetinaNet(3, backbone="resnet18", min_size=256)   # num_classes, then any setting by name
+        RetinaNet(**model.config)                          # a checkpoint's flat config
+
+    `model.cfg` is the structured config (frozen); `model.config` its flat dict, as checkpoints store it.
+    The stages' settings may change after construction: `model.score_thresh = 0.3` replaces `model.cfg` with a
+    new, validated config. The architecture's cannot (build a new model), except its classes: `replace_classes`.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet50",
-        backbone_weights: str | None = None,
-        trainable_backbone_layers: int = 3,
-        frozen_bn: bool = True,
-        fpn_channels: int = 256,
-        p6_from: str = "c5",
-        head_convs: int = 4,
-        head_channels: int = 256,
-        norm: str | None = None,
-        prior_prob: float = 0.01,
-        anchors: AnchorConfig | dict | None = None,
-        min_size: int | tuple[int, ...] = 800,
-        max_size: int = 1333,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
-        size_divisible: int = 32,
-        fg_iou: float = 0.5,
-        bg_iou: float = 0.4,
-        allow_low_quality_matches: bool = True,
-        focal_alpha: float | None = 0.25,
-        focal_gamma: float = 2.0,
-        box_loss: str = "smooth_l1",
-        smooth_l1_beta: float = 0.11,
-        loss_normalization: str = "batch",
-        box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
-        score_thresh: float = 0.05,
-        topk_candidates: int = 1000,
-        nms_thresh: float = 0.5,
-        detections_per_img: int = 100,
-        class_names: list[str] | None = None,
-    ):
+    def __init__(self, config: RetinaNetConfig | int | None = None, /, **settings):
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int (not counting background), got {num_classes!r}")
-        if box_loss not in BOX_LOSSES:
-            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
-        if not 0 <= bg_iou <= fg_iou <= 1:
-            raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
-        if isinstance(anchors, dict):
-            anchors = AnchorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in anchors.items()})
-        self.anchor_config = anchors or AnchorConfig()
-        self._architecture = dict(
-            num_classes=num_classes, backbone=backbone, trainable_backbone_layers=trainable_backbone_layers,
-            frozen_bn=frozen_bn, fpn_channels=fpn_channels, p6_from=p6_from, head_convs=head_convs, head_channels=head_channels,
-            norm=norm, prior_prob=prior_prob, anchors=asdict(self.anchor_config),
-            class_names=list(class_names) if class_names else None,
-        )
-        # Settings that may change after construction (model.score_thresh = 0.3): plain attributes.
-        self.min_size, self.max_size, self.size_divisible = min_size, max_size, size_divisible
-        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
-        self.fg_iou, self.bg_iou, self.allow_low_quality_matches = fg_iou, bg_iou, allow_low_quality_matches
-        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
-        self.box_loss, self.smooth_l1_beta, self.loss_normalization = box_loss, smooth_l1_beta, loss_normalization
-        self.box_weights = tuple(box_weights)
-        self.score_thresh, self.topk_candidates = score_thresh, topk_candidates
-        self.nms_thresh, self.detections_per_img = nms_thresh, detections_per_img
-        num_anchors = self.anchor_config.num_anchors
-        self.backbone = ResNetBody(backbone, backbone_weights, trainable_backbone_layers, frozen_bn)
-        self.fpn = FeaturePyramid(self.backbone.out_channels, fpn_channels, p6_from)
-        self.class_subnet = ClassificationSubnet(fpn_channels, num_anchors, num_classes, head_convs, head_channels, norm, prior_prob)
-        self.box_subnet = BoxSubnet(fpn_channels, num_anchors, head_convs, head_channels, norm)
+        if isinstance(config, RetinaNetConfig):
+            config = config.replace(**settings) if settings else config
+        else:
+            if config is not None and "num_classes" in settings:
+                raise TypeError("RetinaNet got num_classes twice (positionally and by keyword)")
+            config = RetinaNetConfig.from_dict(settings if config is None else {"num_classes": config, **settings})
+        self.cfg = config
+        arch, num_anchors = config.arch, config.anchors.num_anchors
+        self.backbone = ResNetBody(arch.backbone, arch.backbone_weights, arch.trainable_backbone_layers, arch.frozen_bn)
+        self.fpn = FeaturePyramid(self.backbone.out_channels, arch.fpn_channels, arch.p6_from)
+        head = dict(num_convs=arch.head_convs, channels=arch.head_channels, norm=arch.norm)
+        self.class_subnet = ClassificationSubnet(arch.fpn_channels, num_anchors, arch.num_classes, prior_prob=arch.prior_prob, **head)
+        self.box_subnet = BoxSubnet(arch.fpn_channels, num_anchors, **head)
 
-    # ---- conveniences -------------------------------------------------------------------------
-    SETTINGS = ("min_size", "max_size", "image_mean", "image_std", "size_divisible", "fg_iou", "bg_iou",
-                "allow_low_quality_matches", "focal_alpha", "focal_gamma", "box_loss", "smooth_l1_beta",
-                "loss_normalization", "box_weights", "score_thresh", "topk_candidates", "nms_thresh", "detections_per_img")
-
+    # ---- settings ---------------------------------------------------------------------------------------------
     @property
     def config(self) -> dict:
-        """Every constructor argument, enough to rebuild this model: RetinaNet(**model.config)."""
-        return {**self._architecture, **{k: getattr(self, k) for k in self.SETTINGS}}
+        """Every setting as one flat dict of keyword arguments (what checkpoints store): RetinaNet(**model.config)."""
+        return self.cfg.to_dict()
 
     @property
     def num_classes(self) -> int:
-        return self._architecture["num_classes"]
+        return self.cfg.arch.num_classes
 
     @property
     def class_names(self) -> list[str]:
-        return self._architecture["class_names"] or [str(k) for k in range(1, self.num_classes + 1)]
+        names = self.cfg.arch.class_names
+        return list(names) if names else [str(k) for k in range(1, self.num_classes + 1)]
 
-    # ---- the forward pass, in steps ------------------------------------------------------------
+    @property
+    def anchor_config(self) -> AnchorConfig:
+        return self.cfg.anchors
+
+    @anchor_config.setter
+    def anchor_config(self, anchors: AnchorConfig) -> None:
+        """Other anchors for the same subnets: as many per location, on as many levels."""
+        old = self.cfg.anchors
+        if anchors.num_anchors != old.num_anchors or len(anchors.sizes) != len(old.sizes):
+            raise ValueError(f"the new anchors must keep {old.num_anchors} anchors per location on {len(old.sizes)} levels")
+        self.cfg = replace(self.cfg, anchors=anchors)
+
+    # model.score_thresh, model.min_size, ...: read from the config, and assigning one replaces the config
+    min_size, max_size, image_mean, image_std, size_divisible = map(
+        _setting, ("min_size", "max_size", "image_mean", "image_std", "size_divisible"))  # cfg.input
+    fg_iou, bg_iou, allow_low_quality_matches = map(_setting, ("fg_iou", "bg_iou", "allow_low_quality_matches"))  # cfg.matching
+    focal_alpha, focal_gamma, box_loss, smooth_l1_beta, loss_normalization = map(
+        _setting, ("focal_alpha", "focal_gamma", "box_loss", "smooth_l1_beta", "loss_normalization"))  # cfg.loss
+    score_thresh, topk_candidates, nms_thresh, detections_per_img = map(
+        _setting, ("score_thresh", "topk_candidates", "nms_thresh", "detections_per_img"))  # cfg.inference
+    box_weights = _setting("box_weights")  # cfg.arch: what the box subnet's outputs mean
+
+    def replace_classes(self, names: list[str] | int, prior_prob: float | None = None) -> RetinaNet:
+        """Fine-tuning on other classes: a fresh final classification layer for len(names) classes (an int: that
+        many unnamed ones), initialised to the prior π (section 4.1; default the config's); every other weight is
+        kept, and the config records the classes."""
+        num_classes, class_names = (names, None) if isinstance(names, int) else (len(names), tuple(names))
+        prior = self.cfg.arch.prior_prob if prior_prob is None else prior_prob
+        arch = replace(self.cfg.arch, num_classes=num_classes, class_names=class_names, prior_prob=prior)  # validates
+        self.class_subnet.reset_classifier(num_classes, prior)
+        self.cfg = replace(self.cfg, arch=arch)
+        return self
+
+    # ---- the forward pass -------------------------------------------------------------------------------------
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None, record: dict | None = None):
+        """Train mode: the losses {"classification", "bbox_regression"} of `images` against `targets`.
+        Eval mode: the detections, one {"boxes", "scores", "labels"} per image in its own pixels (targets unused).
+
+        record: a dict that receives each stage's output under the stage's name, as this pass computes it
+        (`inspect` shapes it for teaching). When recording, targets given in eval mode are matched and scored too,
+        and train mode may go without targets (it then returns None). None, the default, records nothing."""
+        use_targets = targets is not None and (self.training or record is not None)
+        batch, sizes, boxes = self.preprocess(images, targets if use_targets else None, record)
+        features = self.features(batch, record)
+        cls_logits, box_deltas = self.heads(features, record)
+        anchors = self.anchors(batch, features, record)
+        losses = None
+        if use_targets:
+            all_anchors = torch.cat(anchors)  # (A, 4): matching and the loss see every level at once
+            matches, gt_boxes, gt_labels = self.match(all_anchors, boxes, targets, record)
+            losses = self.loss(cls_logits, box_deltas, all_anchors, matches, gt_boxes, gt_labels, record)
+        if self.training:
+            return losses
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        return self.detect(cls_logits, box_deltas, anchors, sizes, original_sizes, record)
+
+    def preprocess(self, images, targets=None, record=None):
+        """Stage "preprocess" (transform.py): check the inputs; normalise, resize and pad the images into one batch
+        (B, 3, H, W); scale the targets' boxes alike. Returns the batch, each image's resized (h, w), the boxes."""
+        check_images(images)
+        if targets is not None or (self.training and record is None):
+            self._check_targets(targets, len(images))
+        boxes = [t["boxes"] for t in targets] if targets is not None else None
+        batch, sizes, boxes = preprocess_images(images, boxes, self.cfg.input, training=self.training)
+        if record is not None:
+            record["preprocess"] = {"batch": batch, "image_sizes": sizes, "boxes": boxes}
+        return batch, sizes, boxes
+
+    def features(self, batch: Tensor, record=None) -> list[Tensor]:
+        """Stage "features" (backbone.py, fpn.py): C3-C5, then the pyramid [P3, ..., P7], (B, C, H_l, W_l) each."""
+        features = self.fpn(*self.backbone(batch))
+        if record is not None:
+            record["features"] = features
+        return features
+
+    def heads(self, features: list[Tensor], record=None) -> tuple[list[Tensor], list[Tensor]]:
+        """Stage "heads" (heads.py): per level, logits (B, H_l*W_l*A, K) and box deltas (B, H_l*W_l*A, 4)."""
+        cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
+        if record is not None:
+            record["heads"] = {"cls_logits": cls_logits, "box_deltas": box_deltas}
+        return cls_logits, box_deltas
+
+    def anchors(self, batch: Tensor, features: list[Tensor], record=None) -> list[Tensor]:
+        """Stage "anchors" (anchors.py): per level (H_l*W_l*A, 4) in the batch's pixels, in the heads' order."""
+        sizes = [tuple(f.shape[-2:]) for f in features]
+        anchors = make_anchors(self.cfg.anchors, tuple(batch.shape[-2:]), sizes, dtype=features[0].dtype, device=batch.device)
+        if record is not None:
+            record["anchors"] = anchors
+        return anchors
+
+    def match(self, anchors: Tensor, boxes: list[Tensor], targets, record=None) -> tuple[Matches, Tensor, Tensor]:
+        """Stage "match" (matching.py): all anchors (A, 4) to the (resized) boxes of each image. Returns the Matches
+        (B, A) (box index, BACKGROUND or IGNORE; best IoU), the padded boxes (B, G, 4) and labels (B, G)."""
+        gt_boxes, gt_labels, gt_valid = pad_targets([b.to(anchors.dtype) for b in boxes],
+                                                    [t["labels"].to(anchors.device) for t in targets])
+        matches = match_anchors(anchors, gt_boxes, gt_valid, self.cfg.matching)
+        if record is not None:
+            record["match"] = {"matches": matches, "gt_boxes": gt_boxes, "gt_labels": gt_labels, "anchors": anchors}
+        return matches, gt_boxes, gt_labels
+
+    def loss(self, cls_logits: list[Tensor], box_deltas: list[Tensor], anchors: Tensor, matches: Matches,
+             gt_boxes: Tensor, gt_labels: Tensor, record=None) -> dict[str, Tensor]:
+        """Stage "loss" (loss.py, section 4.1): the batch's focal loss and box loss, normalised by foreground anchors."""
+        losses = retinanet_loss(torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), anchors, matches.index,
+                                gt_boxes, gt_labels, box_weights=self.cfg.arch.box_weights, config=self.cfg.loss)
+        if record is not None:
+            record["loss"] = losses
+        return losses
+
+    def detect(self, cls_logits: list[Tensor], box_deltas: list[Tensor], anchors: list[Tensor], image_sizes, original_sizes,
+               record=None) -> list[dict[str, Tensor]]:
+        """Stages "select", "decode", "nms" (postprocess.py, section 4.1); then the boxes in each input image's pixels."""
+        detections = postprocess_detections(cls_logits, box_deltas, anchors, image_sizes, self.cfg.inference,
+                                            self.cfg.arch.box_weights, record)
+        for det, size, original in zip(detections, image_sizes, original_sizes):
+            det["boxes"] = boxes_to_original(det["boxes"], size, original)
+        return detections
+
     def _check_targets(self, targets, num_images: int) -> None:
         if targets is None:
             raise ValueError("in train mode the model needs targets: model(images, targets), or call model.eval()")
@@ -163,50 +255,11 @@ class RetinaNet(nn.Module):
                 raise ValueError(f"targets[{i}]['labels'] has label {t['labels'][wrong][0].item()}: labels must be in "
                                  f"1..{self.num_classes} (num_classes={self.num_classes}; 0 is background and is never a label)")
 
-    def _features(self, batch: Tensor) -> list[Tensor]:
-        return self.fpn(*self.backbone(batch))  # [P3, ..., P7]
-
-    def _anchors(self, batch: Tensor, features: list[Tensor]) -> list[Tensor]:
-        sizes = [tuple(f.shape[-2:]) for f in features]
-        return make_anchors(self.anchor_config, tuple(batch.shape[-2:]), sizes, dtype=features[0].dtype, device=batch.device)
-
-    def _prepare(self, images, targets):
-        check_images(images)
-        if self.training:
-            self._check_targets(targets, len(images))
-        boxes = [t["boxes"] for t in targets] if targets is not None else None
-        return preprocess(images, boxes, self.min_size, self.max_size, self.image_mean, self.image_std,
-                          self.size_divisible, self.training)
-
-    def _match_and_loss(self, cls_logits: list[Tensor], box_deltas: list[Tensor], anchors: list[Tensor], boxes, targets):
-        """Match the anchors of all levels to the (resized) boxes, then the batch's losses."""
-        all_anchors = torch.cat(anchors)  # (A, 4)
-        gt_boxes, gt_labels, gt_valid = pad_targets([b.to(all_anchors.dtype) for b in boxes],
-                                                    [t["labels"].to(all_anchors.device) for t in targets])
-        matched = match_anchors(all_anchors, gt_boxes, gt_valid, self.fg_iou, self.bg_iou, self.allow_low_quality_matches)
-        losses = retinanet_loss(
-            torch.cat(cls_logits, dim=1), torch.cat(box_deltas, dim=1), all_anchors, matched.index, gt_boxes, gt_labels,
-            self.focal_alpha, self.focal_gamma, self.box_loss, self.smooth_l1_beta, self.box_weights, self.loss_normalization,
-        )
-        return all_anchors, matched, gt_boxes, gt_labels, losses
-
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        original_sizes = [tuple(img.shape[-2:]) for img in images] if isinstance(images, (list, tuple)) else None
-        batch, sizes, boxes = self._prepare(images, targets)
-        features = self._features(batch)
-        cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
-        anchors = self._anchors(batch, features)
-        if self.training:
-            return self._match_and_loss(cls_logits, box_deltas, anchors, boxes, targets)[-1]
-        detections = postprocess_detections(cls_logits, box_deltas, anchors, sizes, self.score_thresh, self.topk_candidates,
-                                            self.nms_thresh, self.detections_per_img, self.box_weights)
-        for det, size, original in zip(detections, sizes, original_sizes):
-            det["boxes"] = boxes_to_original(det["boxes"], size, original)
-        return detections
-
+    # ---- the pass, level by level, for teaching ------------------------------------------------------------------
     @torch.no_grad()
     def inspect(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict:
-        """One forward pass, level by level, for teaching. No gradients; works in train or eval mode.
+        """One forward pass, recorded and laid out level by level, for teaching. No gradients; works in train or
+        eval mode (train mode: multi-scale training picks its size, as in training).
 
         Returns a dict with
             "batch": the (B, 3, H, W) network input; "image_sizes": each image's resized (h, w);
@@ -218,58 +271,60 @@ class RetinaNet(nn.Module):
         "matched": per level (B, H_l, W_l, A) (box index, -1 background, -2 ignored), "matched_iou" alike,
         "matched_boxes": per level (B, H_l, W_l, A, 4) each anchor's best box (meaningful where matched >= 0),
         "target_deltas": per level (B, H_l, W_l, A, 4) the box subnet's regression targets (0 where not foreground),
-        and "losses" (the training losses of this pass).
+        and "losses" (the training losses of this pass). The tensors are those the pass computed (views of them).
         """
-        if targets is not None:
-            self._check_targets(targets, len(images))
-        check_images(images)
-        boxes = [t["boxes"] for t in targets] if targets is not None else None
-        batch, sizes, boxes = preprocess(images, boxes, self.min_size, self.max_size, self.image_mean, self.image_std,
-                                         self.size_divisible, training=False)
-        features = self._features(batch)
-        cls_logits, box_deltas = self.class_subnet(features), self.box_subnet(features)
-        anchors = self._anchors(batch, features)
-        shapes = [(f.shape[-2], f.shape[-1], self.anchor_config.num_anchors) for f in features]
-        b = batch.shape[0]
+        record = {}
+        self(images, targets, record=record)
+        return self.levels_of(record)
+
+    def levels_of(self, record: dict) -> dict:
+        """`inspect`'s dict from the record of a pass: the per-level outputs reshaped to (B, H_l, W_l, A, ...)."""
+        batch, features = record["preprocess"]["batch"], record["features"]
+        b, shapes = batch.shape[0], [(f.shape[-2], f.shape[-1], self.cfg.anchors.num_anchors) for f in features]
         out = {
-            "batch": batch, "image_sizes": sizes, "levels": list(self.anchor_config.levels),
+            "batch": batch, "image_sizes": record["preprocess"]["image_sizes"], "levels": list(self.cfg.anchors.levels),
             "feature_sizes": [tuple(f.shape[-2:]) for f in features],
             "strides": [(batch.shape[-2] // f.shape[-2], batch.shape[-1] // f.shape[-1]) for f in features],
             "features": features,
-            "cls_logits": [c.view(b, *s, -1) for c, s in zip(cls_logits, shapes)],
-            "box_deltas": [d.view(b, *s, 4) for d, s in zip(box_deltas, shapes)],
-            "anchors": [a.view(*s, 4) for a, s in zip(anchors, shapes)],
+            "cls_logits": [c.view(b, *s, -1) for c, s in zip(record["heads"]["cls_logits"], shapes)],
+            "box_deltas": [d.view(b, *s, 4) for d, s in zip(record["heads"]["box_deltas"], shapes)],
+            "anchors": [a.view(*s, 4) for a, s in zip(record["anchors"], shapes)],
         }
-        if targets is not None:
-            all_anchors, matched, gt_boxes, gt_labels, losses = self._match_and_loss(cls_logits, box_deltas, anchors, boxes, targets)
-            counts = [a.shape[0] for a in anchors]
-            fg = matched.index >= 0  # (B, A)
-            safe = matched.index.clamp(min=0)
-            matched_boxes = torch.gather(gt_boxes, 1, safe.unsqueeze(-1).expand(-1, -1, 4)) if gt_boxes.shape[1] \
-                else torch.zeros(b, all_anchors.shape[0], 4, device=batch.device)  # (B, A, 4)
-            target_deltas = torch.where(fg.unsqueeze(-1), encode_boxes(matched_boxes, all_anchors.expand_as(matched_boxes),
-                                                                     self.box_weights), torch.zeros(()))
-            out.update(
-                gt_boxes=gt_boxes, gt_labels=gt_labels,
-                matched_boxes=[m.view(b, *s, 4) for m, s in zip(matched_boxes.split(counts, dim=1), shapes)],
-                target_deltas=[t.view(b, *s, 4) for t, s in zip(target_deltas.split(counts, dim=1), shapes)],
-                matched=[m.view(b, *s) for m, s in zip(matched.index.split(counts, dim=1), shapes)],
-                matched_iou=[m.view(b, *s) for m, s in zip(matched.iou.split(counts, dim=1), shapes)],
-                losses=losses,
-            )
+        if "match" in record:
+            out.update(self._targets_by_level(record["match"], shapes, b), losses=record["loss"])
         return out
 
-    # ---- torchvision -----------------------------------------------------------------------------
+    def _targets_by_level(self, match: dict, shapes: list[tuple[int, int, int]], b: int) -> dict:
+        """The match stage's record per level, with each anchor's box and its regression targets (encode_boxes, as the loss)."""
+        matches, gt_boxes, anchors = match["matches"], match["gt_boxes"], match["anchors"]
+        counts = [h * w * a for h, w, a in shapes]
+        fg = matches.index >= 0  # (B, A)
+        if gt_boxes.shape[1]:
+            matched_boxes = torch.gather(gt_boxes, 1, matches.index.clamp(min=0).unsqueeze(-1).expand(-1, -1, 4))  # (B, A, 4)
+        else:
+            matched_boxes = anchors.new_zeros(b, anchors.shape[0], 4)
+        targets = encode_boxes(matched_boxes, anchors.expand_as(matched_boxes), self.cfg.arch.box_weights)
+        target_deltas = torch.where(fg.unsqueeze(-1), targets, torch.zeros((), device=targets.device))  # (B, A, 4)
+
+        def per_level(x: Tensor, *tail: int) -> list[Tensor]:
+            return [part.view(b, *s, *tail) for part, s in zip(x.split(counts, dim=1), shapes)]
+
+        return {"gt_boxes": gt_boxes, "gt_labels": match["gt_labels"], "matched": per_level(matches.index),
+                "matched_iou": per_level(matches.iou), "matched_boxes": per_level(matched_boxes, 4),
+                "target_deltas": per_level(target_deltas, 4)}
+
+    # ---- torchvision ------------------------------------------------------------------------------------------------
     @classmethod
     def from_torchvision(cls, model_or_state_dict, drop_background: bool = True, **overrides) -> RetinaNet:
-        """A RetinaNet with the weights (and, given a model, the settings) of a torchvision RetinaNet."""
-        from .torchvision_compat import from_torchvision
-
-        return from_torchvision(model_or_state_dict, drop_background=drop_background, **overrides)
+        """A RetinaNet with the weights (and, given a model, the settings) of a torchvision RetinaNet
+        (torchvision_compat.py; torchvision's output 0, its never-trained background class, dropped by default)."""
+        kwargs, state_dict, bn_eps = torchvision_compat.torchvision_settings(model_or_state_dict, drop_background, **overrides)
+        return torchvision_compat.load_converted(cls(**kwargs), state_dict, bn_eps)
 
     @classmethod
     def pretrained(cls, name: str = "coco", progress: bool = True, **overrides) -> RetinaNet:
-        """torchvision's COCO-trained weights ("coco": v1, 36.4 AP; "coco_v2": v2, 41.5 AP) in our model."""
-        from .torchvision_compat import pretrained
-
-        return pretrained(name, progress=progress, **overrides)
+        """torchvision's COCO-trained weights ("coco": v1, 36.4 AP; "coco_v2": v2, 41.5 AP) in our model, for eval.
+        Read from torch hub's cache, or downloaded once; offline, the error says where to put the file."""
+        state_dict, kwargs, bn_eps = torchvision_compat.pretrained_weights(name, progress)
+        model = cls.from_torchvision(state_dict, drop_background=True, **{**kwargs, **overrides})
+        return torchvision_compat.set_bn_eps(model, bn_eps).eval()

@@ -1,5 +1,11 @@
 """Weights from torchvision's RetinaNet in our model, and torchvision's COCO weights.
 
+What torchvision knows lives here; `RetinaNet.from_torchvision(...)` and `RetinaNet.pretrained(...)` (model.py)
+build the model from what these functions read (this module does not import the model: model -> compat, one way):
+
+    kwargs, state_dict, bn_eps = torchvision_settings(torchvision_model_or_state_dict)  # ours, converted
+    state_dict, kwargs, bn_eps = pretrained_weights("coco")                           # torchvision's file
+
 torchvision's classification subnet has one output per class *including* a "__background__" class
 0 that is never a target (its labels index the logits directly). Ours has one output per real
 class, label k <-> output k-1. `from_torchvision(..., drop_background=True)` therefore drops
@@ -30,9 +36,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d  # ours subclasses it
 
 from .anchors import AnchorConfig
 from .errors import DownloadError
-from .model import RetinaNet
 
-__all__ = ["from_torchvision", "pretrained", "convert_state_dict", "infer_architecture", "PRETRAINED"]
+__all__ = ["torchvision_settings", "pretrained_weights", "load_converted", "set_bn_eps", "convert_state_dict", "infer_architecture",
+           "weights_path", "PRETRAINED"]
 
 _PREFIXES = [
     ("backbone.body.", "backbone."),
@@ -121,9 +127,10 @@ def _settings_of(model: nn.Module) -> dict:
     )
 
 
-def from_torchvision(model_or_state_dict, drop_background: bool = True, **overrides) -> RetinaNet:
-    """Our RetinaNet, with the weights of torchvision's `retinanet_resnet50_fpn` (v1), `..._v2`, or any
-    torchvision RetinaNet on a ResNet-FPN backbone.
+def torchvision_settings(model_or_state_dict, drop_background: bool = True, **overrides) -> tuple[dict, dict, float | None]:
+    """What our RetinaNet needs to compute what a torchvision RetinaNet (`retinanet_resnet50_fpn` (v1), `..._v2`,
+    or any on a ResNet-FPN backbone) computes: its keyword arguments, the state dict converted to our names,
+    and the eps of torchvision's BatchNorm (None when given a state dict).
 
     Given a module, its settings (input size, anchors, thresholds, box loss, BatchNorm eps) carry over
     too, so the two compute the same detections; given a state dict, the architecture is read from
@@ -150,10 +157,19 @@ def from_torchvision(model_or_state_dict, drop_background: bool = True, **overri
                   head_convs=arch["head_convs"], head_channels=arch["head_channels"], norm=arch["norm"])
     kwargs.update(settings)
     kwargs.update(overrides)
-    model = RetinaNet(**kwargs)
-    missing, unexpected = model.load_state_dict(convert_state_dict(state_dict, drop_background), strict=False)
+    return kwargs, convert_state_dict(state_dict, drop_background), eps
+
+
+def load_converted(model: nn.Module, state_dict: dict[str, Tensor], bn_eps: float | None = None) -> nn.Module:
+    """Load a converted torchvision state dict into our model (every tensor must fit); set the frozen BatchNorms' eps."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ValueError(f"torchvision weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return set_bn_eps(model, bn_eps)
+
+
+def set_bn_eps(model: nn.Module, eps: float | None) -> nn.Module:
+    """torchvision's BatchNorm eps (0.0 in its v1 COCO model, 1e-5 in v2) in every frozen BatchNorm; None: unchanged."""
     if eps is not None:
         for m in model.modules():
             if isinstance(m, FrozenBatchNorm2d):
@@ -180,8 +196,9 @@ def weights_path(name: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
 
 
-def pretrained(name: str = "coco", progress: bool = True, **overrides) -> RetinaNet:
-    """torchvision's COCO RetinaNet weights in our model (80 classes under their COCO category ids 1..90).
+def pretrained_weights(name: str = "coco", progress: bool = True) -> tuple[dict, dict, float]:
+    """torchvision's COCO RetinaNet weights (80 classes under their COCO category ids 1..90): its state dict, our
+    keyword arguments that go with it (box loss, class names) and its BatchNorm eps.
 
     The file is read from torch hub's cache when it is there (no network); otherwise it is downloaded
     through torchvision's weights API. Offline, the error says where to put the file.
@@ -204,10 +221,4 @@ def pretrained(name: str = "coco", progress: bool = True, **overrides) -> Retina
                 f"hub/checkpoints/{os.path.basename(weights.url)} to read it from there)."
             ) from e
     categories = list(weights.meta["categories"])[1:]  # drop "__background__"
-    kwargs = dict(box_loss=settings["box_loss"], class_names=categories)
-    kwargs.update(overrides)
-    model = from_torchvision(state_dict, drop_background=True, **kwargs)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            m.eps = settings["bn_eps"]
-    return model.eval()
+    return state_dict, dict(box_loss=settings["box_loss"], class_names=categories), settings["bn_eps"]

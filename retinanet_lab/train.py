@@ -20,6 +20,12 @@
   `fn(event, info)` on "step", "eval" and "end", and a JSON-lines metrics log in out_dir. A callback
   that raises `StopTraining` (a Stop button) ends the run cleanly: checkpoint written, `history["stopped"]`.
 - Fine-tuning: `replace_classifier` (new classes) and `freeze_backbone` (weights and BatchNorm statistics).
+
+`fit` reads top to bottom as the run: `_check_length` and `_plan` (how long, and the schedule's step plan),
+`_optimizer` and `_start_schedule_and_amp`, `_resume`, `_announce`, then `_train`: epochs of `_train_epoch`, each
+batch one `_step` (with `_stop_if_diverged`), then `_Budget.after_step` (a time budget's probe) and `_after_step`
+(log, callbacks, `_checkpoint`); `_evaluate` between epochs. They share one `_Run`: the model, optimiser, schedule,
+plan, loop position and history.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, load_model
 from .data.loader import collate_fn, default_num_workers
-from .heads import new_classifier
 
 __all__ = ["fit", "TrainingDiverged", "StopTraining", "scaled_lr", "lr_factor", "replace_classifier", "freeze_backbone",
            "save_checkpoint", "load_checkpoint", "load_model"]
@@ -71,13 +77,10 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "step", warmup
 
 def replace_classifier(model, num_classes: int, class_names: list[str] | None = None, prior_prob: float | None = None):
     """Fine-tuning on new classes: a fresh classification output layer for `num_classes`, its bias set to
-    the prior (section 4.1); everything else keeps its weights."""
-    sub = model.class_subnet
-    prior = prior_prob if prior_prob is not None else model._architecture["prior_prob"]
-    sub.logits = new_classifier(sub.logits, sub.num_anchors, num_classes, prior)
-    sub.num_classes = num_classes
-    model._architecture.update(num_classes=num_classes, class_names=list(class_names) if class_names else None)
-    return model
+    the prior (section 4.1); everything else keeps its weights. The model does it: `model.replace_classes`."""
+    if class_names and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}")
+    return model.replace_classes(list(class_names) if class_names else num_classes, prior_prob)
 
 
 def freeze_backbone(model):
@@ -104,7 +107,7 @@ def freeze_backbone(model):
     convert(model.backbone)
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    model._architecture.update(trainable_backbone_layers=0, frozen_bn=True)
+    model.cfg = model.cfg.replace(trainable_backbone_layers=0, frozen_bn=True)  # a checkpoint rebuilds it frozen
     return model
 
 
@@ -174,211 +177,348 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     steps that fit the budget, with a final evaluation after it. With `steps` or `minutes`, `eval_every` counts
     epochs as before and the run also ends with an evaluation.
     """
-    from tqdm.auto import tqdm
-
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
     rank, world, device, started = _distributed(_device(device))
-    main = rank == 0
-    progress, verbose, out_dir = progress and main, verbose and main, out_dir if main else None
-    torch.manual_seed(seed + rank)  # ranks augment differently
-    random.seed(seed + rank)
+    progress, verbose, out_dir = progress and rank == 0, verbose and rank == 0, out_dir if rank == 0 else None
+    _seed_process(seed + rank, deterministic)  # ranks augment differently
+    model.to(device).train()
+    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    _check_length(epochs, steps, minutes, world)
+    steps_per_epoch = len(_epoch_batches(len(train_data), batch_size, seed, 0, True, rank, world))
+    plan = _plan(epochs, steps, minutes, steps_per_epoch, warmup_steps)  # the scheduler reads it (a time budget refits it)
+    length = _length_text(epochs, steps, minutes, plan["total"], steps_per_epoch)
+    budgeted = steps is not None or minutes is not None
+    if budgeted:
+        epochs = 10**9  # the step budget ends the run
+    lr_given, lr = lr is not None, scaled_lr(batch_size * world, base_lr) if lr is None else lr
+    run = _Run(model, net, device, rank, world, plan, *_optimizer(model, optimizer, lr, momentum, weight_decay),
+               batch_size=batch_size, base_lr=base_lr, clip_grad_norm=clip_grad_norm, log_every=log_every,
+               checkpoint_every=checkpoint_every, out_dir=out_dir, callbacks=callbacks)
+    _start_schedule_and_amp(run, schedule, amp)
+    if resume:
+        _resume(run, resume, keep_plan=minutes is not None, verbose=verbose)
+    if verbose:
+        warmup = "a tenth of the steps as" if minutes is not None and warmup_steps is None else run.plan["warmup"]
+        _announce(run, lr, lr_given, length, schedule, warmup)
+    budget = _Budget(minutes, warmup_steps, schedule, verbose) if minutes is not None and run.main else None
+    workers = 0 if deterministic else (default_num_workers() if num_workers is None else num_workers)
+    run.history["stopped"] = False
+    try:
+        _train(run, train_data, val_data, epochs, steps_per_epoch, seed, workers, progress, eval_every, budget, budgeted)
+    except StopTraining:
+        run.history["stopped"] = True
+        if verbose:
+            print(f"stopped by a callback at step {run.state['step']} of {run.plan['total']}")
+    if started:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    _checkpoint(run)
+    _emit(run, "end", {"step": run.state["step"], "history": run.history, "stopped": run.history["stopped"]})
+    return run.history
+
+
+# --- the parts of `fit`, in the order it calls them ------------------------------------------------------------
+
+
+def _seed_process(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    model.to(device).train()
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _check_length(epochs: int, steps: int | None, minutes: float | None, world: int) -> None:
+    """A clear error unless the run has exactly one length: epochs, or steps=, or minutes= (one process only)."""
     if steps is not None and minutes is not None:
         raise ValueError("give fit either steps= or minutes=, not both")
     if (steps is not None and steps < 1) or (minutes is not None and not minutes > 0) or epochs < 1:
         raise ValueError(f"the run must have a length: epochs={epochs}, steps={steps}, minutes={minutes}")
     if minutes is not None and world > 1:
         raise ValueError("minutes= times the steps of one process; with several processes give steps= instead")
-    steps_per_epoch = len(_epoch_batches(len(train_data), batch_size, seed, 0, True, rank, world))
+
+
+def _plan(epochs: int, steps: int | None, minutes: float | None, steps_per_epoch: int, warmup_steps: int | None) -> dict:
+    """The run's step plan {"total", "warmup"}: what the learning-rate schedule is fitted to."""
     total = steps if steps is not None else epochs * steps_per_epoch
     if minutes is not None:  # a first guess, until the probe steps have been timed
         total = max(PROBE_STEPS + 1, steps_per_epoch * epochs)
-    if steps is not None or minutes is not None:
-        epochs = 10**9  # the step budget ends the run
-    warmup = min(500, total // 10) if warmup_steps is None else warmup_steps
-    plan = {"total": total, "warmup": warmup}  # the scheduler reads it: a time budget refits it after the probe
-    lr_given = lr is not None
-    lr = scaled_lr(batch_size * world, base_lr) if lr is None else lr
+    return {"total": total, "warmup": min(500, total // 10) if warmup_steps is None else warmup_steps}
+
+
+def _length_text(epochs: int, steps: int | None, minutes: float | None, total: int, steps_per_epoch: int) -> str:
+    if minutes is not None:
+        return (f"{minutes:g} minute{'s' if minutes != 1 else ''} (the first {PROBE_STEPS} steps are timed, then the "
+                f"schedule fits the budget)")
+    return f"{total} steps" + ("" if steps is not None else f" ({epochs} epochs x {steps_per_epoch})")
+
+
+def _optimizer(model, name: str, lr: float, momentum: float, weight_decay: float):
+    """(optimiser, the parameters it trains): SGD with momentum (the paper's, §4.1) or AdamW."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' (paper) or 'adamw', got {optimizer!r}")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, plan["total"], plan["warmup"], schedule))
-    use_amp = (device.type == "cuda") if amp is None else amp
-    amp_dtype = torch.bfloat16 if (device.type != "cuda" or torch.cuda.is_bf16_supported()) else torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
-    state = {"step": 0, "epoch": 0, "batch": 0}
-    history = {"steps": [], "evals": []}
-    ckpt_path = os.path.join(out_dir, "checkpoint.pt") if out_dir else None
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-    if resume:
-        path = ckpt_path if resume is True else resume
-        if path and os.path.exists(path):
-            ckpt = load_checkpoint(path, map_location=device)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if "scaler" in ckpt:
-                scaler.load_state_dict(ckpt["scaler"])
-            state = dict(ckpt["state"])
-            history = state.pop("history", history)
-            saved_plan = state.pop("plan", {})
-            if minutes is not None:  # a time-budgeted run keeps the plan it fitted; otherwise the arguments decide
-                plan.update(saved_plan)
-            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-            random.setstate((3, tuple(ckpt["rng"]["python"]), None))
-            if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
-            if verbose:
-                print(f"resumed from {path} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
-        elif resume is not True:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay), params
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), params
+    raise ValueError(f"optimizer must be 'sgd' (paper) or 'adamw', got {name!r}")
+
+
+@dataclass
+class _Run:
+    """What the parts of one `fit` call share: the model (and its DDP wrapper), where it runs, the optimiser, the
+    schedule's step `plan`, the loop's position `state` and the `history`, and the settings the steps read."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    device: torch.device
+    rank: int
+    world: int
+    plan: dict  # {"total", "warmup"}: the learning-rate schedule reads it at every step
+    optimizer: torch.optim.Optimizer
+    params: list
+    batch_size: int
+    base_lr: float
+    clip_grad_norm: float | None
+    log_every: int
+    checkpoint_every: int
+    out_dir: str | None = None  # None in every process but rank 0
+    callbacks: tuple = ()
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    scaler: torch.amp.GradScaler | None = None
+    use_amp: bool = False
+    amp_dtype: torch.dtype = torch.bfloat16
+    state: dict = field(default_factory=lambda: {"step": 0, "epoch": 0, "batch": 0})
+    history: dict = field(default_factory=lambda: {"steps": [], "evals": []})
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_path(self) -> str | None:
+        return os.path.join(self.out_dir, "checkpoint.pt") if self.out_dir else None
+
+
+def _start_schedule_and_amp(run: _Run, schedule: str, amp: bool | None) -> None:
+    """The learning-rate schedule (warm-up, then step or cosine, fitted to run.plan), mixed precision on CUDA (bfloat16
+    where supported, else float16 with a GradScaler), and the output folder."""
+    plan = run.plan
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, lambda s: lr_factor(s, plan["total"], plan["warmup"], schedule))
+    device = run.device
+    run.use_amp = (device.type == "cuda") if amp is None else amp
+    run.amp_dtype = torch.bfloat16 if (device.type != "cuda" or torch.cuda.is_bf16_supported()) else torch.float16
+    run.scaler = torch.amp.GradScaler(device.type, enabled=run.use_amp and run.amp_dtype == torch.float16)
+    if run.out_dir:
+        os.makedirs(run.out_dir, exist_ok=True)
+
+
+def _resume(run: _Run, resume: str | bool, keep_plan: bool, verbose: bool) -> None:
+    """Continue from a checkpoint exactly: model, optimiser, scheduler, scaler, loop position, history and RNG.
+    resume=True continues from out_dir's checkpoint if there is one; a path must exist. A time-budgeted run
+    (keep_plan) keeps the plan it fitted; otherwise the arguments decide the plan."""
+    path = run.ckpt_path if resume is True else resume
+    if not (path and os.path.exists(path)):
+        if resume is not True:
             raise FileNotFoundError(f"resume checkpoint not found: {path}")
+        return
+    ckpt = load_checkpoint(path, map_location=run.device)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if "scaler" in ckpt:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    state = dict(ckpt["state"])
+    run.history = state.pop("history", run.history)
+    saved_plan = state.pop("plan", {})
+    if keep_plan:
+        run.plan.update(saved_plan)  # in place: the scheduler reads this dict
+    run.state = state
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    random.setstate((3, tuple(ckpt["rng"]["python"]), None))
+    if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
     if verbose:
-        where = f"{world} processes on {device.type}" if world > 1 else str(device)
-        rule = scaled_lr(batch_size * world, base_lr)
-        if not lr_given:
-            how = f"{base_lr:g} x {batch_size * world}/16 by the linear scaling rule"
-        elif isinstance(optimizer, torch.optim.AdamW):
-            how = "given; AdamW's rate is not scaled with the batch"
-        else:
-            how = f"given; the linear scaling rule would give {rule:g} for batch {batch_size * world}"
-        length = (f"{minutes:g} minute{'s' if minutes != 1 else ''} (the first {PROBE_STEPS} steps are timed, then the schedule fits the budget)"
-                  if minutes is not None else f"{total} steps" + ("" if steps is not None else f" ({epochs} epochs x {steps_per_epoch})"))
-        print(f"training on {where} for {length}; {type(optimizer).__name__}, lr = {lr:g} ({how}), "
-              f"{plan['warmup']} warm-up steps, {schedule} schedule" + (f", AMP {amp_dtype}" if use_amp else ""))
+        print(f"resumed from {path} at step {state['step']} (epoch {state['epoch']}, batch {state['batch']})")
 
-    def checkpoint():
-        if ckpt_path:
-            save_checkpoint(ckpt_path, model, optimizer, scheduler, scaler, {**state, "history": history, "plan": plan})
 
-    def evaluate_now():
-        from .evaluate import evaluate
+def _announce(run: _Run, lr: float, lr_given: bool, length: str, schedule: str, warmup) -> None:
+    """One line: where, how long, which optimiser, and the learning rate with the rule that gave it."""
+    batch = run.batch_size * run.world
+    where = f"{run.world} processes on {run.device.type}" if run.world > 1 else str(run.device)
+    if not lr_given:
+        how = f"{run.base_lr:g} x {batch}/16 by the linear scaling rule"
+    elif isinstance(run.optimizer, torch.optim.AdamW):
+        how = "given; AdamW's rate is not scaled with the batch"
+    else:
+        how = f"given; the linear scaling rule would give {scaled_lr(batch, run.base_lr):g} for batch {batch}"
+    print(f"training on {where} for {length}; {type(run.optimizer).__name__}, lr = {lr:g} ({how}), "
+          f"{warmup} warm-up steps, {schedule} schedule" + (f", AMP {run.amp_dtype}" if run.use_amp else ""))
 
-        result = evaluate(model, val_data, batch_size=batch_size, device=device, progress=False)
-        model.train()
-        summary = {"step": state["step"], "epoch": state["epoch"],
-                   **{k: result[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}}
-        history["evals"].append(summary)
-        log(summary)
-        emit("eval", summary)
 
-    budget_start = None
+def _train(run: _Run, train_data, val_data, epochs: int, steps_per_epoch: int, seed: int, workers: int,
+           progress: bool, eval_every: int | None, budget, budgeted: bool) -> None:
+    """The loop over epochs until the epochs or the step plan end; evaluations every `eval_every` epochs, and at
+    the end of a budgeted (steps= or minutes=) run."""
+    from tqdm.auto import tqdm
 
-    def log(record):
-        if out_dir:
-            with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def emit(event, info):
-        for cb in callbacks:
-            cb(event, info)
-
-    workers = 0 if deterministic else (default_num_workers() if num_workers is None else num_workers)
-    bar = tqdm(total=plan["total"], initial=state["step"], desc="fit", disable=not progress, dynamic_ncols=True)
-    history["stopped"] = False
+    state, history = run.state, run.history
+    bar = tqdm(total=run.plan["total"], initial=state["step"], desc="fit", disable=not progress, dynamic_ncols=True)
     try:
-        while state["epoch"] < epochs and state["step"] < plan["total"]:
-            batches = _epoch_batches(len(train_data), batch_size, seed, state["epoch"], True, rank, world)[state["batch"]:]
-            # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, and a resumed
-            # run, which starts one mid-epoch, would see different augmentations from there on
-            loader = DataLoader(train_data, batch_sampler=batches, collate_fn=collate_fn, num_workers=workers,
-                                generator=torch.Generator().manual_seed(seed * 100003 + state["epoch"]))
-            for images, targets in loader:
-                if state["step"] >= plan["total"]:
-                    break
-                t0 = time.perf_counter()
-                images = [img.to(device, non_blocking=True) for img in images]
-                targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    losses = net(images, targets)
-                values = {k: float(v.detach()) for k, v in losses.items()}
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if world > 1:  # one process's NaN stops them all (else the others wait for it forever)
-                    flag = torch.tensor([float(bool(bad))], device=device)
-                    torch.distributed.all_reduce(flag)
-                    if flag.item() and not bad:
-                        raise TrainingDiverged(f"step {state['step']}: a loss became NaN or infinite in another process")
-                if bad:
-                    kept = f"the last good checkpoint is {ckpt_path} (step {_saved_step(ckpt_path)})" if ckpt_path \
-                        and os.path.exists(ckpt_path) else "no checkpoint was written (pass out_dir=)"
-                    raise TrainingDiverged(
-                        f"step {state['step']}: the {bad[0]} loss is {values[bad[0]]} (lr {optimizer.param_groups[0]['lr']:.3g}). "
-                        f"{kept}. Try a lower learning rate (the linear scaling rule gives {scaled_lr(batch_size, base_lr):g} "
-                        f"for batch {batch_size}), more warm-up, or gradient clipping.")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(sum(losses.values())).backward()
-                if clip_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                state["step"] += 1
-                state["batch"] += 1
-                if minutes is not None and main:
-                    if state["step"] == 1:
-                        budget_start = time.perf_counter()  # the first step pays one-off costs: time the next ones
-                    elif state["step"] == PROBE_STEPS + 1 and budget_start is not None:
-                        per_step = (time.perf_counter() - budget_start) / PROBE_STEPS
-                        plan["total"] = fit_steps_to_budget(minutes * 60, per_step, state["step"])
-                        if warmup_steps is None:
-                            plan["warmup"] = min(500, plan["total"] // 10)
-                        bar.total = plan["total"]
-                        bar.refresh()
-                        if verbose:
-                            print(f"{per_step:.2f} s per step over steps 2-{PROBE_STEPS + 1}: {plan['total']} steps fit "
-                                  f"{minutes:g} minutes (warm-up {plan['warmup']}, {schedule} schedule)")
-                record = {"step": state["step"], "epoch": state["epoch"], "lr": optimizer.param_groups[0]["lr"], **values,
-                          "images_per_s": len(images) / (time.perf_counter() - t0)}
-                if state["step"] % log_every == 0 or state["step"] == plan["total"]:
-                    history["steps"].append(record)
-                    log(record)
-                bar.update(1)
-                bar.set_postfix(cls=f"{values['classification']:.3f}", box=f"{values['bbox_regression']:.3f}",
-                                img_s=f"{record['images_per_s']:.1f}")
-                emit("step", record)
-                if checkpoint_every and state["step"] % checkpoint_every == 0:
-                    checkpoint()
-            if state["step"] >= plan["total"] and state["batch"] < steps_per_epoch:
+        while state["epoch"] < epochs and state["step"] < run.plan["total"]:
+            _train_epoch(run, train_data, seed, workers, bar, budget)
+            if state["step"] >= run.plan["total"] and state["batch"] < steps_per_epoch:
                 break  # the step budget ended the run inside an epoch
             state["epoch"] += 1
             state["batch"] = 0
-            if main and val_data is not None and eval_every and state["epoch"] % eval_every == 0:
-                evaluate_now()
-        if main and val_data is not None and (steps is not None or minutes is not None) and (
+            if run.main and val_data is not None and eval_every and state["epoch"] % eval_every == 0:
+                _evaluate(run, val_data)
+        if run.main and val_data is not None and budgeted and (
                 not history["evals"] or history["evals"][-1]["step"] != state["step"]):
-            evaluate_now()  # a budgeted run ends with an evaluation
-    except StopTraining:
-        history["stopped"] = True
-        if verbose:
-            print(f"stopped by a callback at step {state['step']} of {plan['total']}")
+            _evaluate(run, val_data)  # a budgeted run ends with an evaluation
     finally:
         bar.close()
-    if started:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    checkpoint()
-    emit("end", {"step": state["step"], "history": history, "stopped": history["stopped"]})
-    return history
+
+
+def _train_epoch(run: _Run, train_data, seed: int, workers: int, bar, budget) -> None:
+    """The rest of the current epoch (all of it, unless resumed mid-epoch), step by step, until the plan ends."""
+    state = run.state
+    batches = _epoch_batches(len(train_data), run.batch_size, seed, state["epoch"], True, run.rank, run.world)
+    # its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, and a resumed
+    # run, which starts one mid-epoch, would see different augmentations from there on
+    loader = DataLoader(train_data, batch_sampler=batches[state["batch"]:], collate_fn=collate_fn, num_workers=workers,
+                        generator=torch.Generator().manual_seed(seed * 100003 + state["epoch"]))
+    for images, targets in loader:
+        if state["step"] >= run.plan["total"]:
+            break
+        t0 = time.perf_counter()
+        values = _step(run, images, targets)
+        if budget is not None:
+            budget.after_step(run, bar)
+        _after_step(run, values, len(images), t0, bar)
+
+
+def _step(run: _Run, images, targets) -> dict[str, float]:
+    """One optimiser step on one batch: the losses (under autocast), stop if one is not finite, backward, clip,
+    step, schedule. Returns the loss values."""
+    device = run.device
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+        losses = run.net(images, targets)
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    _stop_if_diverged(run, values)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(sum(losses.values())).backward()
+    if run.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, run.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.state["step"] += 1
+    run.state["batch"] += 1
+    return values
+
+
+def _stop_if_diverged(run: _Run, values: dict[str, float]) -> None:
+    """TrainingDiverged if a loss is NaN or infinite (in any process), saying when, which term, and what to try."""
+    step, path = run.state["step"], run.ckpt_path
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if run.world > 1:  # one process's NaN stops them all (else the others wait for it forever)
+        flag = torch.tensor([float(bool(bad))], device=run.device)
+        torch.distributed.all_reduce(flag)
+        if flag.item() and not bad:
+            raise TrainingDiverged(f"step {step}: a loss became NaN or infinite in another process")
+    if bad:
+        kept = f"the last good checkpoint is {path} (step {_saved_step(path)})" if path and os.path.exists(path) \
+            else "no checkpoint was written (pass out_dir=)"
+        raise TrainingDiverged(
+            f"step {step}: the {bad[0]} loss is {values[bad[0]]} (lr {run.optimizer.param_groups[0]['lr']:.3g}). "
+            f"{kept}. Try a lower learning rate (the linear scaling rule gives {scaled_lr(run.batch_size, run.base_lr):g} "
+            f"for batch {run.batch_size}), more warm-up, or gradient clipping.")
 
 
 PROBE_STEPS = 5  # a time budget times this many steps (after the first) before fitting the schedule
+
+
+class _Budget:
+    """A time budget (`minutes=`): step 1 pays one-off costs, steps 2 .. PROBE_STEPS + 1 are timed, and then the plan
+    (total steps and warm-up) is refitted to the steps that fit the budget."""
+
+    def __init__(self, minutes: float, warmup_steps: int | None, schedule: str, verbose: bool):
+        self.minutes, self.warmup_steps, self.schedule, self.verbose = minutes, warmup_steps, schedule, verbose
+        self.start = None
+
+    def after_step(self, run: _Run, bar) -> None:
+        step, plan = run.state["step"], run.plan
+        if step == 1:
+            self.start = time.perf_counter()  # the first step pays one-off costs: time the next ones
+        elif step == PROBE_STEPS + 1 and self.start is not None:
+            per_step = (time.perf_counter() - self.start) / PROBE_STEPS
+            plan["total"] = fit_steps_to_budget(self.minutes * 60, per_step, step)
+            if self.warmup_steps is None:
+                plan["warmup"] = min(500, plan["total"] // 10)
+            bar.total = plan["total"]
+            bar.refresh()
+            if self.verbose:
+                print(f"{per_step:.2f} s per step over steps 2-{PROBE_STEPS + 1}: {plan['total']} steps fit "
+                      f"{self.minutes:g} minutes (warm-up {plan['warmup']}, {self.schedule} schedule)")
 
 
 def fit_steps_to_budget(seconds: float, seconds_per_step: float, done: int) -> int:
     """How many steps in all fit `seconds`, `done` of them already taken (at least done + 1), keeping 5% of the budget
     for what the steps do not measure (the loader's start of an epoch, checkpoints)."""
     return max(done + 1, int(0.95 * seconds / max(seconds_per_step, 1e-9)))
+
+
+def _after_step(run: _Run, values: dict[str, float], num_images: int, t0: float, bar) -> None:
+    """Log the step (every `log_every` steps and the last), show it, tell the callbacks, checkpoint when due."""
+    state = run.state
+    record = {"step": state["step"], "epoch": state["epoch"], "lr": run.optimizer.param_groups[0]["lr"], **values,
+              "images_per_s": num_images / (time.perf_counter() - t0)}
+    if state["step"] % run.log_every == 0 or state["step"] == run.plan["total"]:
+        run.history["steps"].append(record)
+        _log(run, record)
+    bar.update(1)
+    bar.set_postfix(cls=f"{values['classification']:.3f}", box=f"{values['bbox_regression']:.3f}",
+                    img_s=f"{record['images_per_s']:.1f}")
+    _emit(run, "step", record)
+    if run.checkpoint_every and state["step"] % run.checkpoint_every == 0:
+        _checkpoint(run)
+
+
+def _evaluate(run: _Run, val_data) -> None:
+    """COCO AP on the validation data (rank 0), recorded in the history and the log, and told to the callbacks."""
+    from .evaluate import evaluate
+
+    result = evaluate(run.model, val_data, batch_size=run.batch_size, device=run.device, progress=False)
+    run.model.train()
+    summary = {"step": run.state["step"], "epoch": run.state["epoch"],
+               **{k: result[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")}}
+    run.history["evals"].append(summary)
+    _log(run, summary)
+    _emit(run, "eval", summary)
+
+
+def _log(run: _Run, record: dict) -> None:
+    """One line of out_dir/metrics.jsonl (rank 0 only)."""
+    if run.out_dir:
+        with open(os.path.join(run.out_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _emit(run: _Run, event: str, info: dict) -> None:
+    for cb in run.callbacks:
+        cb(event, info)
+
+
+def _checkpoint(run: _Run) -> None:
+    """The whole run, atomically, to out_dir/checkpoint.pt: what `resume=` needs to continue exactly."""
+    if run.ckpt_path:
+        save_checkpoint(run.ckpt_path, run.model, run.optimizer, run.scheduler, run.scaler,
+                        {**run.state, "history": run.history, "plan": run.plan})
 
 
 def _saved_step(path: str) -> int:

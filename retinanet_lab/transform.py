@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["check_images", "preprocess", "boxes_to_original", "resize_scale"]
+from .config import IMAGENET_MEAN, IMAGENET_STD, InputConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["check_images", "preprocess", "boxes_to_original", "resize_scale", "resized_size", "padded_size",
+           "IMAGENET_MEAN", "IMAGENET_STD"]  # the last two: InputConfig's defaults (config.py)
 
 
 def check_images(images) -> None:
@@ -50,6 +51,21 @@ def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float
     return min(min_size / min(height, width), max_size / max(height, width))
 
 
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The (h, w) that `preprocess` resizes an image of (height, width) to: floor(side x scale), as F.interpolate
+    computes it. For arithmetic without images (e.g. anchor coverage of a dataset)."""
+    scale = resize_scale(height, width, min_size, max_size)
+    return math.floor(height * scale), math.floor(width * scale)
+
+
+def padded_size(sizes: list[tuple[int, int]], size_divisible: int = 32) -> tuple[int, int]:
+    """The (H, W) of the batch `preprocess` pads resized images of `sizes` to: the largest height and width, each
+    rounded up to a multiple of size_divisible."""
+    h = int(math.ceil(max(s[0] for s in sizes) / size_divisible) * size_divisible)
+    w = int(math.ceil(max(s[1] for s in sizes) / size_divisible) * size_divisible)
+    return h, w
+
+
 def _resize(batch: Tensor, min_size: int, max_size: int) -> Tensor:
     """Bilinear resize of (N, 3, H, W) images that share one size, as torchvision does it."""
     scale = resize_scale(batch.shape[-2], batch.shape[-1], min_size, max_size)
@@ -64,24 +80,31 @@ def _scale_boxes(boxes: Tensor, old: tuple[int, int], new: tuple[int, int]) -> T
     return boxes * ratios
 
 
+def _input_config(config: InputConfig | None, overrides: dict) -> InputConfig:
+    if config is not None and not isinstance(config, InputConfig):
+        raise TypeError(f"config must be an InputConfig (or pass min_size=..., max_size=... by keyword), got {type(config).__name__}")
+    config = InputConfig() if config is None else config
+    return replace(config, **overrides) if overrides else config
+
+
 def preprocess(
     images: list[Tensor],
     boxes: list[Tensor] | None,
-    min_size: int | tuple[int, ...],
-    max_size: int,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-    size_divisible: int = 32,
+    config: InputConfig | None = None,
     training: bool = False,
+    **overrides,
 ) -> tuple[Tensor, list[tuple[int, int]], list[Tensor] | None]:
     """Normalise, resize and pad: returns the batch (B, 3, H, W), each image's resized (h, w), and the
-    boxes scaled to it. A tuple `min_size` picks one at random per batch in training (multi-scale
-    training) and uses the last one in eval, as torchvision."""
-    if isinstance(min_size, (tuple, list)):
+    boxes scaled to it. `config` (None: InputConfig()) gives the sizes, mean and std; keyword `overrides` replace its fields
+    (preprocess(images, None, min_size=256); `mean` and `std` name image_mean and image_std). A tuple `min_size`
+    picks one at random per batch in training (multi-scale training) and uses the last one in eval, as torchvision."""
+    config = _input_config(config, {{"mean": "image_mean", "std": "image_std"}.get(k, k): v for k, v in overrides.items()})
+    min_size, max_size = config.min_size, config.max_size
+    if isinstance(min_size, tuple):
         min_size = random.choice(min_size) if training else min_size[-1]
     dev = images[0].device
-    mean_t = torch.as_tensor(mean, dtype=images[0].dtype, device=dev)[:, None, None]
-    std_t = torch.as_tensor(std, dtype=images[0].dtype, device=dev)[:, None, None]
+    mean_t = torch.as_tensor(config.image_mean, dtype=images[0].dtype, device=dev)[:, None, None]
+    std_t = torch.as_tensor(config.image_std, dtype=images[0].dtype, device=dev)[:, None, None]
     same_size = all(img.shape == images[0].shape for img in images)
     if same_size:  # the common case: one batched resize
         resized = list(_resize((torch.stack(images) - mean_t) / std_t, min_size, max_size))
@@ -90,8 +113,7 @@ def preprocess(
     sizes = [(int(r.shape[-2]), int(r.shape[-1])) for r in resized]
     if boxes is not None:
         boxes = [_scale_boxes(b, tuple(img.shape[-2:]), s) for b, img, s in zip(boxes, images, sizes)]
-    h = int(math.ceil(max(s[0] for s in sizes) / size_divisible) * size_divisible)
-    w = int(math.ceil(max(s[1] for s in sizes) / size_divisible) * size_divisible)
+    h, w = padded_size(sizes, config.size_divisible)
     if same_size and sizes[0] == (h, w):
         batch = torch.stack(resized)
     else:

@@ -219,3 +219,65 @@ def test_tiny_backbone_and_presets():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
     assert set(PRESETS) == {"paper", "classroom"}
+
+
+# ---- one forward path, recorded ---------------------------------------------------------------------------------------
+def test_inspect_shows_the_tensors_of_the_one_pass_forward_computes():
+    """inspect runs forward once with a record: the subnets run once, and what it returns are views of their outputs."""
+    model = small().eval()
+    img, tgt = scene()
+    seen = []
+    model.class_subnet.register_forward_hook(lambda module, args, out: seen.append(out))
+    r = model.inspect([img], [tgt])
+    assert len(seen) == 1  # one pass
+    for shown, computed in zip(r["cls_logits"], seen[0]):
+        assert shown.data_ptr() == computed.data_ptr() and torch.equal(shown.reshape(computed.shape), computed)
+    record = {}
+    with torch.no_grad():
+        detections = model([img], [tgt], record=record)
+        plain = model([img])
+    assert list(record) == ["preprocess", "features", "heads", "anchors", "match", "loss", "select", "above_thresh",
+                            "decode", "nms", "candidates"]  # the stages, in the order forward calls them
+    for d, p in zip(detections, plain):  # recording changes nothing
+        assert all(torch.equal(d[k], p[k]) for k in ("boxes", "scores", "labels"))
+    again = model.levels_of(record)
+    assert set(again) == set(r) and all(torch.equal(a, b) for a, b in zip(again["cls_logits"], r["cls_logits"]))
+    torch.testing.assert_close(again["losses"], r["losses"])
+
+
+def test_a_recorded_training_pass_returns_the_losses_it_records():
+    model = small().train()
+    img, tgt = scene()
+    record = {}
+    losses = model([img], [tgt], record=record)
+    assert record["loss"] is losses and losses["classification"].requires_grad
+    assert "select" not in record  # training does not post-process
+    plain = model([img], [tgt])
+    for key in losses:
+        torch.testing.assert_close(losses[key], plain[key])
+    matched = record["match"]["matches"].index  # (B, A), what the loss was computed from
+    assert matched.shape == (1, sum(a.shape[0] for a in record["anchors"])) and (matched >= 0).any()
+    only_record = {}
+    assert model([img], record=only_record) is None and "heads" in only_record  # train mode, recording without targets
+
+
+def test_replace_classes_gives_a_fresh_classifier_and_keeps_the_rest():
+    model = small(num_classes=3, prior_prob=0.01)
+    tower = model.class_subnet.tower[0][0].weight.clone()
+    box = model.box_subnet.deltas.weight.clone()
+    model.replace_classes(["cat", "dog"], prior_prob=0.05)
+    assert model.num_classes == 2 and model.class_names == ["cat", "dog"] and model.class_subnet.num_classes == 2
+    assert model.class_subnet.logits.out_channels == 9 * 2
+    assert torch.allclose(model.class_subnet.logits.bias, torch.tensor(prior_bias(0.05)))
+    assert 0.005 < model.class_subnet.logits.weight.std().item() < 0.015  # normal(std=0.01), section 4.1
+    assert torch.equal(model.class_subnet.tower[0][0].weight, tower) and torch.equal(model.box_subnet.deltas.weight, box)
+    assert model.config["num_classes"] == 2 and model.config["class_names"] == ["cat", "dog"]
+    clone = RetinaNet(**model.config)
+    clone.load_state_dict(model.state_dict())  # a checkpoint of the new model reloads
+    model.replace_classes(4)
+    assert model.class_names == ["1", "2", "3", "4"] and model.config["class_names"] is None
+    assert torch.allclose(model.class_subnet.logits.bias, torch.tensor(prior_bias(0.05)))  # the config's prior
+    with pytest.raises(ValueError, match="num_classes"):
+        model.replace_classes([])
+    losses = model.train()([scene()[0]], [{"boxes": torch.tensor([[5.0, 5, 60, 60]]), "labels": torch.tensor([4])}])
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -134,3 +134,17 @@ def test_keep_background_channel():
     tv = _torchvision("v1")
     ours = RetinaNet.from_torchvision(tv, drop_background=False)
     assert ours.num_classes == 91
+
+
+def test_a_recorded_pass_gives_torchvisions_detections_too(pair):
+    """Recording the stages (what inspect and the lessons show) changes nothing in what the model computes."""
+    _, tv, ours = pair
+    images = _images()[:2]
+    record = {}
+    with torch.no_grad():
+        ref, det = tv(images), ours(images, record=record)
+    for a, b in zip(ref, det):
+        a, b = canonical(a), canonical(b)
+        torch.testing.assert_close(b["scores"], a["scores"], rtol=1e-4, atol=1e-5)
+        assert torch.equal(b["labels"], a["labels"])
+    assert len(record["nms"]) == sum(len(d["scores"]) for d in det)

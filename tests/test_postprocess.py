@@ -81,11 +81,51 @@ def test_inference_steps_equal_the_batched_postprocessing():
     for n in sizes:
         xy = torch.rand(n, 2, generator=g) * 100
         anchors.append(torch.cat([xy, xy + 10 + torch.rand(n, 2, generator=g) * 40], 1))
-    ref = postprocess_detections(logits, deltas, anchors, [(128, 128)], 0.1, 50, 0.5, 30)[0]
-    s = inference_steps([lg[0] for lg in logits], [d[0] for d in deltas], anchors, (128, 128), 0.1, 50, 0.5, 30)
+    settings = dict(score_thresh=0.1, topk_candidates=50, nms_thresh=0.5, detections_per_img=30)
+    ref = postprocess_detections(logits, deltas, anchors, [(128, 128)], **settings)[0]
+    s = inference_steps([lg[0] for lg in logits], [d[0] for d in deltas], anchors, (128, 128), **settings)
     d = s["detections"]
     assert torch.allclose(d["boxes"], ref["boxes"]) and torch.equal(d["labels"], ref["labels"])
     assert torch.allclose(d["scores"], ref["scores"])
     assert [lv["kept_topk"] for lv in s["levels"]] == [min(50, lv["above_thresh"]) for lv in s["levels"]]
     assert len(s["kept"]) + len(s["suppressed"]) == len(s["candidates"]["scores"])
     assert s["levels"][0]["above_thresh"] == int((torch.sigmoid(logits[0]) > 0.1).sum())
+
+
+def test_the_record_holds_the_stages_outputs_that_make_the_detections():
+    """postprocess_detections is select -> decode -> nms; its record holds those calls' outputs, and the detections
+    are exactly the kept candidates (no second computation)."""
+    from retinanet_lab.config import InferenceConfig
+    from retinanet_lab.postprocess import decode, nms, select
+
+    logits, deltas, anchors = _inputs(4)
+    sizes = [(128, 160), (100, 160), (128, 90)]
+    config = InferenceConfig(score_thresh=0.2, topk_candidates=30, detections_per_img=12)
+    record = {}
+    out = postprocess_detections(logits, deltas, anchors, sizes, config, record=record)
+    assert set(record) >= {"select", "above_thresh", "decode", "nms", "candidates"}
+    cand, kept = record["candidates"], record["nms"]
+    image = cand["image"][kept]
+    for i, d in enumerate(out):
+        assert torch.equal(d["boxes"], cand["boxes"][kept][image == i]) and torch.equal(d["scores"], cand["scores"][kept][image == i])
+    # the stages called one by one give the same
+    sel = select(logits, config)
+    boxes = decode(deltas, anchors, sel, torch.tensor(sizes, dtype=torch.float32))
+    assert all(torch.equal(a, b) for a, b in zip(boxes, record["decode"]))
+    labels = torch.cat([c.label for c in sel])
+    scores, img = torch.sigmoid(torch.cat([c.logit for c in sel])), torch.cat([c.image for c in sel])
+    assert torch.equal(nms(torch.cat(boxes), scores, img, labels, 3, 4, config), kept)
+    # what select counted above the threshold, per level and image
+    for lg, above in zip(logits, record["above_thresh"]):
+        assert above.tolist() == (torch.sigmoid(lg) > 0.2).flatten(1).sum(1).tolist()
+    assert all(len(c.logit) <= 30 * 3 for c in record["select"])
+
+
+def test_keyword_settings_and_a_config_give_the_same_detections():
+    from retinanet_lab.config import InferenceConfig
+
+    logits, deltas, anchors = _inputs(5)
+    sizes = [(128, 160)] * 3
+    a = postprocess_detections(logits, deltas, anchors, sizes, nms_thresh=0.3, detections_per_img=7)
+    b = postprocess_detections(logits, deltas, anchors, sizes, InferenceConfig(nms_thresh=0.3, detections_per_img=7))
+    assert all(torch.equal(x["boxes"], y["boxes"]) and len(x["boxes"]) == 7 for x, y in zip(a, b))

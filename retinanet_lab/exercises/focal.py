@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..focal_loss import focal_loss, focal_loss_grad
+from ..focal_loss import alpha_t, focal_loss, focal_loss_from_terms, focal_loss_grad, focal_loss_terms
 from ._check import Case, Checker, CheckResult, fmt, pair
 
 __all__ = ["check_focal_loss"]
@@ -30,8 +30,7 @@ def _parts(x: torch.Tensor, y: torch.Tensor):
     """p, p_t, CE = -log p_t, log(1 - p_t) in float64 (exact enough for the mistakes' answers)."""
     x, y = x.double(), y.double()
     p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    log_1m_pt = y * F.logsigmoid(-x) + (1 - y) * F.logsigmoid(x)
+    ce, log_1m_pt = focal_loss_terms(x, y)  # the terms of the package's focal loss (eq. 1, 5)
     return p, p * y + (1 - p) * (1 - y), ce, log_1m_pt
 
 
@@ -39,9 +38,9 @@ def _mistakes(x: torch.Tensor, y: torch.Tensor, alpha, gamma) -> dict:
     p, pt, ce, log_1m_pt = _parts(x, y)
     y = y.double()
     mod = torch.exp(gamma * log_1m_pt)
-    at = torch.ones_like(ce) if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+    at = alpha_t(y, alpha)
     a = 1.0 if alpha is None else alpha
-    right = at * mod * ce
+    right = focal_loss_from_terms(ce, log_1m_pt, at, gamma)  # = focal_loss(x, y, alpha, gamma)
     ps = torch.softmax(x.double(), dim=-1)
     ps_t = ps * y + (1 - ps) * (1 - y)
     out = {
@@ -79,75 +78,94 @@ def check_focal_loss(fn) -> CheckResult:
     """Check `fn(logits, targets, alpha=0.25, gamma=2.0) -> loss of every element` (eq. 5); alpha=None: no α."""
 
     def body(c: Checker):
-        x = torch.tensor([-3.0, -0.5, 0.0, 0.7, 2.5, 1.2])
-        y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-        none_hint = {"NoneType": ("alpha_none", "alpha=None means 'no α-balancing': handle it with `if alpha is not None:`")}
-        cases = [
-            ("γ = 0, no α: cross entropy", None, 0.0, "γ = 0 and no α is plain cross entropy -log(p_t), with p_t = p for "
-             "y = 1 and 1 - p for y = 0 (eq. 1-2)"),
-            ("γ = 2: the modulating factor", None, 2.0, "multiply cross entropy by (1 - p_t)^γ (eq. 4)"),
-            ("γ = 0.5: a fractional γ", None, 0.5, "(1 - p_t)^γ for any γ >= 0, fractional too"),
-            ("α = 0.75, γ = 0: α-balanced cross entropy", 0.75, 0.0, "α_t = α for positives (y = 1), 1 - α for negatives (eq. 3)"),
-            ("α = 0.25, γ = 2: the paper's setting", 0.25, 2.0, "α_t multiplies the whole loss: α_t (1 - p_t)^γ CE (eq. 5)"),
-        ]
-        runs = [Case(name, (x, y, alpha, gamma), focal_loss(x.double(), y.double(), alpha, gamma), hint,
-                      _mistakes(x, y, alpha, gamma), error_hints=none_hint) for name, alpha, gamma, hint in cases]
-        g = torch.Generator().manual_seed(0)
-        xb = torch.randn(2, 3, 5, generator=g) * 3
-        yb = (torch.rand(2, 3, 5, generator=g) > 0.7).float()
-        runs.append(Case("a (2, 3, 5) batch: one loss per element, any shape", (xb, yb, 0.25, 2.0),
-                          focal_loss(xb.double(), yb.double(), 0.25, 2.0),
-                          "return the loss of every element, with the shape of the logits: no sum, no mean, no flattening",
-                          _mistakes(xb, yb, 0.25, 2.0), error_hints=none_hint))
-        c.run_cases(fn, runs)
-
-        x9 = torch.tensor([math.log(9.0)])  # p = 0.9 for a positive
-        name = "p_t = 0.9, γ = 2: 100x less than cross entropy (section 3.2)"
-        got = c.call(name, fn, x9, torch.ones(1), None, 2.0)
-        ratio = float(F.binary_cross_entropy_with_logits(x9, torch.ones(1)) / got.detach().double().sum()) \
-            if float(got.detach().sum()) > 0 else math.inf
-        c.require(name, abs(ratio - 100) < 0.5, f"at p_t = 0.9 with γ = 2 the focal loss should be 100x below cross entropy; "
-                  f"yours is {fmt(ratio)}x below it", "not_100x")
-
-        xs = torch.tensor([30.0, -30.0, 200.0, -200.0, -30.0, 200.0])
-        ys = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])  # four confident and right, two confident and wrong
-        name = "saturated logits (±30, ±200): the values"
-        got = c.call(name, fn, xs, ys, 0.25, 2.0)
-        want = focal_loss(xs.double(), ys.double(), 0.25, 2.0)  # e.g. 0.75 · 200 = 150 for logit 200, target 0
-        t = torch.as_tensor(got).detach().double()
-        bad = ~torch.isfinite(t) & torch.isfinite(want) if t.shape == want.shape else torch.zeros(1, dtype=torch.bool)
-        if bad.any():
-            i = int(torch.nonzero(bad)[0])
-            yours, expected = pair(float(t[i]), float(want[i]))
-            side = "1" if float(xs[i]) > 0 else "0"
-            c.fail(f"{name}: your loss is {yours} at logit {fmt(float(xs[i]))} with target {fmt(float(ys[i]))}, where "
-                   f"{expected} is expected: in float32 sigmoid({fmt(float(xs[i]))}) is exactly {side}, so the log of "
-                   f"p_t (or of 1 - p) is log(0) = -inf (and 0 · inf = nan). Instead, {_LOG_SPACE}", "log_of_sigmoid")
-        if t.shape == want.shape and bool(torch.isfinite(t).all()) and float(t[5]) < 0.9 * float(want[5]):
-            c.fail(f"{name}: at logit 200 with target 0 the loss is 0.75 · 1 · 200 = 150, yours is {fmt(float(t[5]))}: a clamp "
-                   f"(p.clamp(eps) or log(p + eps)) keeps the loss finite but caps it far below the true value. Instead, "
-                   f"{_LOG_SPACE}", "clamped")
-        c.compare(name, got, want, hint=f"confident and wrong predictions have large, finite losses: {_LOG_SPACE}",
-                  mistakes=_mistakes(xs, ys, 0.25, 2.0))
-
-        xg = torch.tensor([30.0, -30.0, 200.0, -200.0, 0.3, -2.0, -30.0])
-        yg = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
-        name = "the gradient for γ = 0.5 at saturated logits"
-        detached = _detached_grad(xg, yg, 0.25, 0.5)
-        c.gradient(name, fn, xg, (yg, 0.25, 0.5), focal_loss_grad(xg.double(), yg.double(), 0.25, 0.5),
-                   hint="For γ < 1 the derivative of u^γ is infinite at u = 1 - p_t = 0, and autograd multiplies it by "
-                        f"du/dx = 0: inf · 0 = NaN (torchvision's sigmoid_focal_loss has this bug). Instead, {_LOG_SPACE}",
-                   mistakes={"detached_factor": (detached, "the gradient is wrong although the values are right: the "
-                                                 "modulating factor was detached from autograd's graph (.detach(), .item() "
-                                                 "or numpy); the paper's gradient includes its derivative")})
+        c.run_cases(fn, _value_cases())
+        _check_100x(c, fn)
+        _check_saturated_values(c, fn)
+        _check_saturated_gradient(c, fn)
 
     return Checker.run("focal loss", body)
+
+
+_NONE_HINT = {"NoneType": ("alpha_none", "alpha=None means 'no α-balancing': handle it with `if alpha is not None:`")}
+
+
+def _value_cases() -> list[Case]:
+    """The loss taken apart (CE, the factor, a fractional γ, α, both), then a (2, 3, 5) batch; reference: `focal_loss`."""
+    x = torch.tensor([-3.0, -0.5, 0.0, 0.7, 2.5, 1.2])
+    y = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    cases = [
+        ("γ = 0, no α: cross entropy", None, 0.0, "γ = 0 and no α is plain cross entropy -log(p_t), with p_t = p for "
+         "y = 1 and 1 - p for y = 0 (eq. 1-2)"),
+        ("γ = 2: the modulating factor", None, 2.0, "multiply cross entropy by (1 - p_t)^γ (eq. 4)"),
+        ("γ = 0.5: a fractional γ", None, 0.5, "(1 - p_t)^γ for any γ >= 0, fractional too"),
+        ("α = 0.75, γ = 0: α-balanced cross entropy", 0.75, 0.0, "α_t = α for positives (y = 1), 1 - α for negatives (eq. 3)"),
+        ("α = 0.25, γ = 2: the paper's setting", 0.25, 2.0, "α_t multiplies the whole loss: α_t (1 - p_t)^γ CE (eq. 5)"),
+    ]
+    runs = [Case(name, (x, y, alpha, gamma), focal_loss(x.double(), y.double(), alpha, gamma), hint,
+                 _mistakes(x, y, alpha, gamma), error_hints=_NONE_HINT) for name, alpha, gamma, hint in cases]
+    g = torch.Generator().manual_seed(0)
+    xb = torch.randn(2, 3, 5, generator=g) * 3
+    yb = (torch.rand(2, 3, 5, generator=g) > 0.7).float()
+    runs.append(Case("a (2, 3, 5) batch: one loss per element, any shape", (xb, yb, 0.25, 2.0),
+                     focal_loss(xb.double(), yb.double(), 0.25, 2.0),
+                     "return the loss of every element, with the shape of the logits: no sum, no mean, no flattening",
+                     _mistakes(xb, yb, 0.25, 2.0), error_hints=_NONE_HINT))
+    return runs
+
+
+def _check_100x(c: Checker, fn) -> None:
+    """Section 3.2: with γ = 2 an example at p_t = 0.9 has 100x less loss than under cross entropy."""
+    x9 = torch.tensor([math.log(9.0)])  # p = 0.9 for a positive
+    name = "p_t = 0.9, γ = 2: 100x less than cross entropy (section 3.2)"
+    got = c.call(name, fn, x9, torch.ones(1), None, 2.0)
+    ratio = float(F.binary_cross_entropy_with_logits(x9, torch.ones(1)) / got.detach().double().sum()) \
+        if float(got.detach().sum()) > 0 else math.inf
+    c.require(name, abs(ratio - 100) < 0.5, f"at p_t = 0.9 with γ = 2 the focal loss should be 100x below cross entropy; "
+              f"yours is {fmt(ratio)}x below it", "not_100x")
+
+
+def _check_saturated_values(c: Checker, fn) -> None:
+    """Values at ±30 and ±200: -inf or NaN from log(sigmoid(x)) and a clamped log's far too small value are named."""
+    xs = torch.tensor([30.0, -30.0, 200.0, -200.0, -30.0, 200.0])
+    ys = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])  # four confident and right, two confident and wrong
+    name = "saturated logits (±30, ±200): the values"
+    got = c.call(name, fn, xs, ys, 0.25, 2.0)
+    want = focal_loss(xs.double(), ys.double(), 0.25, 2.0)  # e.g. 0.75 · 200 = 150 for logit 200, target 0
+    t = torch.as_tensor(got).detach().double()
+    bad = ~torch.isfinite(t) & torch.isfinite(want) if t.shape == want.shape else torch.zeros(1, dtype=torch.bool)
+    if bad.any():
+        i = int(torch.nonzero(bad)[0])
+        yours, expected = pair(float(t[i]), float(want[i]))
+        side = "1" if float(xs[i]) > 0 else "0"
+        c.fail(f"{name}: your loss is {yours} at logit {fmt(float(xs[i]))} with target {fmt(float(ys[i]))}, where "
+               f"{expected} is expected: in float32 sigmoid({fmt(float(xs[i]))}) is exactly {side}, so the log of "
+               f"p_t (or of 1 - p) is log(0) = -inf (and 0 · inf = nan). Instead, {_LOG_SPACE}", "log_of_sigmoid")
+    if t.shape == want.shape and bool(torch.isfinite(t).all()) and float(t[5]) < 0.9 * float(want[5]):
+        c.fail(f"{name}: at logit 200 with target 0 the loss is 0.75 · 1 · 200 = 150, yours is {fmt(float(t[5]))}: a clamp "
+               f"(p.clamp(eps) or log(p + eps)) keeps the loss finite but caps it far below the true value. Instead, "
+               f"{_LOG_SPACE}", "clamped")
+    c.compare(name, got, want, hint=f"confident and wrong predictions have large, finite losses: {_LOG_SPACE}",
+              mistakes=_mistakes(xs, ys, 0.25, 2.0))
+
+
+def _check_saturated_gradient(c: Checker, fn) -> None:
+    """The gradient for γ = 0.5 at saturated logits: NaN from `(1 - p_t) ** γ`, wrong from a detached factor."""
+    xg = torch.tensor([30.0, -30.0, 200.0, -200.0, 0.3, -2.0, -30.0])
+    yg = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    name = "the gradient for γ = 0.5 at saturated logits"
+    detached = _detached_grad(xg, yg, 0.25, 0.5)
+    c.gradient(name, fn, xg, (yg, 0.25, 0.5), focal_loss_grad(xg.double(), yg.double(), 0.25, 0.5),
+               hint="For γ < 1 the derivative of u^γ is infinite at u = 1 - p_t = 0, and autograd multiplies it by "
+                    f"du/dx = 0: inf · 0 = NaN (torchvision's sigmoid_focal_loss has this bug). Instead, {_LOG_SPACE}",
+               mistakes={"detached_factor": (detached, "the gradient is wrong although the values are right: the "
+                                             "modulating factor was detached from autograd's graph (.detach(), .item() "
+                                             "or numpy); the paper's gradient includes its derivative")})
 
 
 def _detached_grad(x, y, alpha, gamma):
     """The gradient a student gets when (1 - p_t)^γ is treated as a constant."""
     x = x.double().detach().requires_grad_(True)
     _, _, ce, log_1m_pt = _parts(x, y)
-    at = alpha * y.double() + (1 - alpha) * (1 - y.double())
+    at = alpha_t(y.double(), alpha)
     (g,) = torch.autograd.grad((at * torch.exp(gamma * log_1m_pt).detach() * ce).sum(), x)
     return g

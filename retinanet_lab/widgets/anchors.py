@@ -13,7 +13,7 @@ import math
 import ipywidgets as W
 import torch
 
-from ..anchors import AnchorConfig, make_anchors
+from ..anchors import AnchorConfig, feature_sizes, make_anchors
 from ..boxes import box_iou
 from ..matching import BACKGROUND, IGNORE, match_anchors
 from ..viz import class_colour
@@ -31,17 +31,17 @@ def assign_anchors(image_size: tuple[int, int], boxes: torch.Tensor, config: Anc
                    bg_iou: float = 0.4, allow_low_quality: bool = True) -> dict:
     """Anchors of an image of `image_size` (h, w), matched to `boxes` (G, 4), counted.
 
-    Returns "anchors" per level (H_l * W_l * A, 4), "matched" per level (index of the box, -1 background, -2 ignored),
+    Returns "anchors" per level (H_l * W_l * A, 4), "matched" per level (index of the box, BACKGROUND = -1 or IGNORE = -2),
     "feature_sizes", counts "foreground", "ignored", "background", "negatives_per_positive", "positives_per_object"
     (G,), "best_iou" (G, L) each object's best anchor IoU on each level, "coverage" {level: share of objects with
     an anchor at IoU >= fg_iou there} and "covered" (share with such an anchor on any level).
     """
-    h, w = image_size
-    feature_sizes = [(math.ceil(h / 2**lvl), math.ceil(w / 2**lvl)) for lvl in config.levels]
-    anchors = make_anchors(config, (h, w), feature_sizes)
+    sizes = feature_sizes(image_size, config.levels)  # (H_l, W_l) per level, as the model's feature maps
+    anchors = make_anchors(config, tuple(image_size), sizes)
     all_anchors = torch.cat(anchors)
     boxes = boxes.reshape(-1, 4).float()
-    m = match_anchors(all_anchors, boxes[None], torch.ones(1, len(boxes), dtype=torch.bool), fg_iou, bg_iou, allow_low_quality)
+    m = match_anchors(all_anchors, boxes[None], torch.ones(1, len(boxes), dtype=torch.bool), fg_iou=fg_iou, bg_iou=bg_iou,
+                      allow_low_quality=allow_low_quality)
     index = m.index[0]
     counts = [len(a) for a in anchors]
     fg, ig, bg = int((index >= 0).sum()), int((index == IGNORE).sum()), int((index == BACKGROUND).sum())
@@ -49,7 +49,7 @@ def assign_anchors(image_size: tuple[int, int], boxes: torch.Tensor, config: Anc
     covered = best >= fg_iou  # (G, L)
     levels = [f"P{lvl}" for lvl in config.levels]
     return {
-        "anchors": anchors, "matched": list(index.split(counts)), "feature_sizes": feature_sizes, "levels": levels,
+        "anchors": anchors, "matched": list(index.split(counts)), "feature_sizes": sizes, "levels": levels,
         "foreground": fg, "ignored": ig, "background": bg, "negatives_per_positive": bg / max(fg, 1),
         "positives_per_object": torch.bincount(index[index >= 0], minlength=len(boxes)),
         "best_iou": best,

@@ -20,6 +20,7 @@ import ipywidgets as W
 import numpy as np
 
 from .. import anatomy
+from ..config import LossConfig
 from ._view import WidgetView
 
 __all__ = ["ArchitectureView", "load_prior_runs", "negative_output_loss", "PRIORS"]
@@ -27,7 +28,7 @@ __all__ = ["ArchitectureView", "load_prior_runs", "negative_output_loss", "PRIOR
 PRIORS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
-def negative_output_loss(prior: float, gamma: float = 2.0, alpha: float | None = 0.25) -> dict:
+def negative_output_loss(prior: float, gamma: float = LossConfig.focal_gamma, alpha: float | None = LossConfig.focal_alpha) -> dict:
     """The first loss of one negative output (anchor, class) when the bias starts every probability at π:
     p_t = 1 - π, CE = -log(1 - π), FL = (1 - α) π^γ CE. For π = 0.5: CE = log 2 ≈ 0.69, FL ≈ 0.13."""
     import math

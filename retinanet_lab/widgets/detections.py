@@ -3,8 +3,9 @@
     DetectionExplorer(model)       # pick or upload an image; score threshold, NMS IoU, per-level heat maps
     LogitsToDetections(model)      # threshold -> top-k per level -> decode -> NMS, each stage drawn
 
-The network runs once per image (`forward_once`); the sliders only re-run the post-processing on its
-stored outputs, so they respond at once. Derived state: `outputs`, `steps` (see
+The network runs once per image (`forward_once`: the model's own forward pass, recorded); the sliders only re-run
+the model's post-processing stages (`select`, `decode`, `nms` in postprocess.py) on its stored outputs, so they
+respond at once. Derived state: `outputs`, `steps` (see
 `retinanet_lab.postprocess.inference_steps`), `detections` (in the image's own pixels), `inference_ms`.
 
 The paper's inference (§4.1): per level the top 1000 predictions with a score above 0.05, then NMS at 0.5 over the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import io
 import time
 import traceback
+from dataclasses import replace
 
 import ipywidgets as W
 import numpy as np
@@ -34,17 +36,19 @@ __all__ = ["DetectionExplorer", "LogitsToDetections", "forward_once", "sample_im
 def forward_once(model, image: torch.Tensor) -> dict:
     """The model's raw outputs for one (3, H, W) image, per level, flattened as post-processing reads them:
     "cls_logits" [(A_l, K)], "box_deltas" [(A_l, 4)], "anchors" [(A_l, 4)] in network-input pixels,
-    "feature_sizes", "input_size" (the resized image's (h, w)), "original_size", "inference_ms" (this forward pass)."""
+    "feature_sizes", "input_size" (the resized image's (h, w)), "original_size", "inference_ms" (this forward pass).
+    They are read off the record of the model's own forward pass (`model([image], record=...)`), not recomputed."""
     was_training = model.training
     model.eval()
+    record = {}
     t0 = time.perf_counter()
-    r = model.inspect([image])
+    model([image], record=record)
     ms = (time.perf_counter() - t0) * 1000
     model.train(was_training)
-    return {"cls_logits": [c[0].reshape(-1, c.shape[-1]) for c in r["cls_logits"]],
-            "box_deltas": [d[0].reshape(-1, 4) for d in r["box_deltas"]],
-            "anchors": [a.reshape(-1, 4) for a in r["anchors"]], "feature_sizes": r["feature_sizes"],
-            "num_anchors": r["anchors"][0].shape[2], "input_size": tuple(r["image_sizes"][0]),
+    heads = record["heads"]
+    return {"cls_logits": [c[0] for c in heads["cls_logits"]], "box_deltas": [d[0] for d in heads["box_deltas"]],
+            "anchors": record["anchors"], "feature_sizes": [tuple(f.shape[-2:]) for f in record["features"]],
+            "num_anchors": model.anchor_config.num_anchors, "input_size": tuple(record["preprocess"]["image_sizes"][0]),
             "original_size": tuple(image.shape[-2:]), "inference_ms": ms}
 
 
@@ -129,10 +133,11 @@ class _ModelImages(WidgetView):
         return self._cache[self.choice.value]
 
     def _steps(self, topk: int | None = None) -> dict:
+        """The model's own post-processing (select, decode, nms) on the stored outputs, at the sliders' settings."""
         o = self.outputs
-        return inference_steps(o["cls_logits"], o["box_deltas"], o["anchors"], o["input_size"], self.score_thresh.value,
-                               topk or self.model.topk_candidates, self.nms_thresh.value, self.model.detections_per_img,
-                               self.model.box_weights)
+        config = replace(self.model.cfg.inference, score_thresh=self.score_thresh.value, nms_thresh=self.nms_thresh.value,
+                         topk_candidates=topk or self.model.topk_candidates)
+        return inference_steps(o["cls_logits"], o["box_deltas"], o["anchors"], o["input_size"], config, self.model.box_weights)
 
     def _original(self, boxes: torch.Tensor) -> torch.Tensor:
         return boxes_to_original(boxes, self.outputs["input_size"], self.outputs["original_size"])
@@ -250,13 +255,33 @@ class LogitsToDetections(_ModelImages):
                              f"detections are Detectron's practice, which this lab follows.")
 
     def draw(self, fig) -> None:
+        self._draw_stage(fig, fig.add_subplot(1, 2, 1))
+        s, bx = self.steps, fig.add_subplot(1, 2, 2)
+        nms_levels = self.nms_per_level
+        # each level's count after NMS under its name; a star only where something survived (no "0" that reads as 1)
+        names = [f"P{3 + i}\n{n} kept" for i, n in enumerate(nms_levels)]
+        x = np.arange(len(names))
+        bx.bar(x - 0.27, [v["outputs"] for v in s["levels"]], 0.27, label="outputs (anchors x classes)", color="lightgrey")
+        bx.bar(x, [v["above_thresh"] for v in s["levels"]], 0.27, label=f"score > {self.score_thresh.value:.2f}", color="C1")
+        bx.bar(x + 0.27, [v["kept_topk"] for v in s["levels"]], 0.27, label=f"top-{self.topk.value}", color="C2")
+        survived = [i for i, v in enumerate(nms_levels) if v > 0]
+        bx.plot(x[survived], [nms_levels[i] for i in survived], "k*", ms=10, label="after NMS", gid="after NMS")
+        bx.set_yscale("log")
+        bx.set_ylim(0.5, 100 * max(v["outputs"] for v in s["levels"]))  # room for the legend above the bars
+        bx.set_xticks(x, names)
+        bx.tick_params(labelsize=10)
+        bx.set_title("how many survive each stage, per level", fontsize=10)
+        bx.legend(fontsize=10, loc="upper right")
+        fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.14, wspace=0.3)  # tight_layout draws twice
+
+    def _draw_stage(self, fig, ax) -> None:
+        """The left panel: the image with what the chosen stage has left."""
         from matplotlib.patches import Rectangle
 
         from ..viz import class_colour, draw_boxes
 
         s, stage = self.steps, STAGES.index(self.stage.value)
         cand = s["candidates"]
-        ax = fig.add_subplot(1, 2, 1)
         draw_boxes(ax, self.image)
         show = torch.argsort(cand["scores"], descending=True)[:60]  # the best 60 candidates, so the picture stays readable
 
@@ -295,20 +320,3 @@ class LogitsToDetections(_ModelImages):
             draw_boxes(ax, self.image, self._original(d["boxes"][named]), d["labels"][named], d["scores"][named],
                        self.model.class_names, fontsize=10)
             ax.set_title(f"kept by NMS (solid, named when > {NAMED_SCORE:g}),\nsuppressed (dashed grey)", fontsize=10)
-        bx = fig.add_subplot(1, 2, 2)
-        nms_levels = self.nms_per_level
-        # each level's count after NMS under its name; a star only where something survived (no "0" that reads as 1)
-        names = [f"P{3 + i}\n{n} kept" for i, n in enumerate(nms_levels)]
-        x = np.arange(len(names))
-        bx.bar(x - 0.27, [v["outputs"] for v in s["levels"]], 0.27, label="outputs (anchors x classes)", color="lightgrey")
-        bx.bar(x, [v["above_thresh"] for v in s["levels"]], 0.27, label=f"score > {self.score_thresh.value:.2f}", color="C1")
-        bx.bar(x + 0.27, [v["kept_topk"] for v in s["levels"]], 0.27, label=f"top-{self.topk.value}", color="C2")
-        survived = [i for i, v in enumerate(nms_levels) if v > 0]
-        bx.plot(x[survived], [nms_levels[i] for i in survived], "k*", ms=10, label="after NMS", gid="after NMS")
-        bx.set_yscale("log")
-        bx.set_ylim(0.5, 100 * max(v["outputs"] for v in s["levels"]))  # room for the legend above the bars
-        bx.set_xticks(x, names)
-        bx.tick_params(labelsize=10)
-        bx.set_title("how many survive each stage, per level", fontsize=10)
-        bx.legend(fontsize=10, loc="upper right")
-        fig.subplots_adjust(left=0.02, right=0.98, top=0.88, bottom=0.14, wspace=0.3)  # tight_layout draws twice

@@ -25,6 +25,7 @@ import ipywidgets as W
 import torch
 from matplotlib.ticker import MaxNLocator
 
+from .. import seeds
 from ..train import StopTraining, fit
 from ._view import WidgetView
 
@@ -54,8 +55,8 @@ class TrainingMonitor(WidgetView):
             if model is None else None
         self.model = model if model is not None else self._make_model()
         self.train_data = train_data if train_data is not None else ShapesDataset(  # num_images / 16 steps per epoch
-            num_images, seed=0, transform=train_transforms(), **cfg["data"])
-        self.val_data = val_data if val_data is not None else ShapesDataset(48, seed=1_000_000, **cfg["data"])
+            num_images, seed=seeds.TRAIN, transform=train_transforms(), **cfg["data"])
+        self.val_data = val_data if val_data is not None else ShapesDataset(48, seed=seeds.VALIDATION, **cfg["data"])
         self.fixed_image = self.val_data[0][0]
         self.fit_kwargs = {**cfg["train"], "progress": False, "verbose": False, **fit_kwargs}
         self.redraw_every, self.detect_every = redraw_every, detect_every
