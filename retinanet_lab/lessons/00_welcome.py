@@ -83,7 +83,7 @@ print(f"The classroom model: {info['parameters']:,} parameters, trained in {info
 # | [07](07_evaluation.ipynb) | COCO AP, PR curves, false positives and misses | AP from a ranking | |
 # | [08](08_training_ce_vs_fl.ipynb) | training with CE and FL; the ablation next to Table 1 | the loss normaliser | Start / Stop |
 # | [09](09_live_detections.ipynb) | live detections, per-level heat maps; your own picture | a class heat map | image, threshold, NMS |
-# | [10](10_fine_tuning.ipynb) | fine-tuning on your own dataset | a new classification layer | |
+# | [10](10_fine_tuning.ipynb) | fine-tuning on real photos (the coins), and on your own dataset | a new classification layer | |
 #
 # ## How the lessons work
 #
