@@ -227,21 +227,26 @@ def _dataset(args, train: bool, transform=None):
 
 
 def _train_val(args, transform):
-    """(train, val) for `train`: shapes and photos have their own validation images; a COCO, VOC or Penn-Fudan
-    folder is split (--val-fraction), its validation part read without the training augmentation."""
+    """(train as it is, train through `transform`, val) for `train`, each file read once: shapes and photos have
+    their own validation images; a COCO, VOC or Penn-Fudan folder is split (--val-fraction), its validation part
+    read without the training augmentation."""
+    import copy
+
+    from .data import split_dataset, subset
+
+    plain = _dataset(args, True)
+    augmented = copy.copy(plain)  # the same images and annotations, seen through the training augmentation
+    augmented.transform = transform
     if args.data == "shapes":
         from .data import ShapesDataset
         from .presets import preset
 
-        return (_dataset(args, True, transform),
-                ShapesDataset(args.val_images, seed=args.seed + seeds.VALIDATION, **preset(args.preset)["data"]))
+        val = ShapesDataset(args.val_images, seed=args.seed + seeds.VALIDATION, **preset(args.preset)["data"])
+        return plain, augmented, val
     if args.data == "photos":
-        return _dataset(args, True, transform), _dataset(args, False)
-    from .data import split_dataset
-
-    train, _ = split_dataset(_dataset(args, True, transform), args.val_fraction, seed=args.seed)
-    _, val = split_dataset(_dataset(args, False), args.val_fraction, seed=args.seed)  # the same split, no augmentation
-    return train, val
+        return plain, augmented, _dataset(args, False)
+    plain_train, val = split_dataset(plain, args.val_fraction, seed=args.seed)
+    return plain_train, subset(augmented, plain_train.indices), val
 
 
 def _add_data_args(p, num_images: int | None) -> None:
@@ -375,18 +380,19 @@ def _train_length(args, cfg: dict, real: bool) -> None:
 
 
 def _train_data(args, real: bool):
-    """(train, val, class names), with the augmentation --augment asks for (auto: zoom on a small dataset of one's own)."""
+    """(train as it is, train augmented, val, class names), with the augmentation --augment asks for (auto: zoom on a
+    small dataset of one's own)."""
     from .data import small_dataset_transforms, train_transforms
 
-    probe = _dataset(args, True)
-    augment = args.augment if args.augment != "auto" else ("on" if real and len(probe) < 1000 else "off")
+    plain, train_data, val_data = _train_val(args, None)
+    augment = args.augment if args.augment != "auto" else ("on" if real and len(plain) < 1000 else "off")
     transform = small_dataset_transforms() if augment == "on" else train_transforms(flip=True)
-    train_data, val_data = _train_val(args, transform)
-    names = probe.class_names
+    getattr(train_data, "dataset", train_data).transform = transform  # the augmented view (a Subset of it, split)
+    names = plain.class_names
     print(f"data: {args.data}, {len(train_data)} training and {len(val_data)} validation images, classes "
           f"{', '.join(names)}; augmentation: " + ("zoom (scale jitter and crops), flips, photometric jitter" if augment == "on"
                                                     else "flips") + (" (--augment to change)" if real else ""))
-    return train_data, val_data, names
+    return plain, train_data, val_data, names
 
 
 def _fit_kwargs(args, cfg: dict) -> dict:
@@ -413,10 +419,10 @@ def cmd_train(args) -> int:
         args.num_images = cfg["run"]["num_images"]
     _train_length(args, cfg, real)
     _check_device(args.device)
-    train_data, val_data, names = _train_data(args, real)
+    plain_train, train_data, val_data, names = _train_data(args, real)
     torch.manual_seed(args.seed)
     model = _starting_model(args, names)
-    _fit_to_data(args, model, _train_val(args, None)[0] if args.data != "shapes" else train_data)  # sizes as they are, not zoomed
+    _fit_to_data(args, model, plain_train)  # sizes as they are, not zoomed
     history = fit(model, train_data, val_data, epochs=args.epochs or 1, steps=args.steps, minutes=args.minutes,
                   device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume or None,
                   eval_every=args.eval_every, **_fit_kwargs(args, cfg))
