@@ -60,7 +60,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if missing:
         keys = ", ".join(repr(k) for k in list(ckpt)[:4]) + (", ..." if len(ckpt) > 4 else "")
         raise CheckpointError(f"{not_one}: it has no {' and no '.join(repr(k) for k in missing)} entry (its keys: {keys or 'none'}); "
-                              f"a bare state dict loads with model.load_state_dict(torch.load(path, weights_only=True))")
+                              f"a bare state dict goes into a model built for it, with model.load_state_dict(state_dict)")
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
         raise CheckpointError(f"{not_one}: its 'config' and 'model' entries must be dicts")
     return ckpt
