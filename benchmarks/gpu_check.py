@@ -1,6 +1,6 @@
 """One prepared check of the GPU: correctness, speed against torchvision, training, the classroom bar, throughput.
 
-    python benchmarks/gpu_check.py                     # on one CUDA GPU, at most about 8 minutes
+    python benchmarks/gpu_check.py                     # on one CUDA GPU: about 3.5 minutes on an H100, 8 at most
     python benchmarks/gpu_check.py --smoke             # the same code on the CPU at toy sizes, under a minute
     python benchmarks/gpu_check.py --only bench flops  # some parts only
 
@@ -17,6 +17,14 @@ benchmarks/RESULTS.md are printed at the end, naming the device):
     classroom  the classroom preset from scratch, evaluated after each epoch: seconds to the bar
                (AP50 >= 0.90 and AP >= 0.60 on 200 fresh images)
     flops      forward GFLOPs per image (torch.utils.flop_counter) x images/s, against the device's peak for the dtype
+    layout     channels_last (NHWC) against NCHW for both detectors, AMP: training step and inference
+    profile    torch.profiler of one training step of each (batch 8, 512 px, AMP): the top operators by device time and
+               the host-device syncs, written as text beside the JSON (gpu_profile_ours.txt, gpu_profile_torchvision.txt)
+    compile    torch.compile of our network (backbone, pyramid, subnets), AMP: the training step and inference with
+               and without it, interleaved, and the seconds the compilation took
+
+The parts run in that order under one deadline (--deadline, seconds): a part whose usual cost no longer fits is
+skipped and says so, and the JSON is rewritten after every part, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -54,7 +63,7 @@ def sync(device: torch.device) -> None:
 def part_tests(device: torch.device, smoke: bool) -> dict:
     """tests/test_cuda.py on `device` (RETINANET_LAB_TEST_DEVICE tells the tests which device is 'the GPU')."""
     env = {**os.environ, "RETINANET_LAB_TEST_DEVICE": device.type}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "cuda",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-o", "timeout=150", "-m", "cuda",
            os.path.join(ROOT, "tests", "test_cuda.py")]
     start = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -103,7 +112,8 @@ def part_paper(device: torch.device, smoke: bool) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     history = fit(model, data, steps=steps, batch_size=batch, device=device, amp=device.type == "cuda", log_every=1,
-                  optimizer="sgd", progress=False, verbose=False, num_workers=0 if smoke else 4)
+                  optimizer="sgd", progress=False, verbose=False,
+                  num_workers=0 if smoke else min(12, max(1, (os.cpu_count() or 2) - 2)))
     seconds = time.perf_counter() - start
     losses = [sum(v for k, v in r.items() if k in ("classification", "bbox_regression")) for r in history["steps"]]
     k = max(1, len(losses) // 10)
@@ -118,9 +128,9 @@ def part_paper(device: torch.device, smoke: bool) -> dict:
 
 
 def part_classroom(device: torch.device, smoke: bool) -> dict:
-    """The classroom preset from scratch, scored after every epoch: the seconds until AP50 >= 0.90 and AP >= 0.60."""
+    """The classroom preset from scratch as `retinanet-lab train` runs it (one run, AMP on CUDA), scored after every
+    epoch: the seconds of training (evaluations not counted) until AP50 >= 0.90 and AP >= 0.60."""
     from retinanet_lab.data import ShapesDataset
-    from retinanet_lab.evaluate import evaluate
     from retinanet_lab.seeds import VALIDATION
     from retinanet_lab.train import fit
 
@@ -129,19 +139,51 @@ def part_classroom(device: torch.device, smoke: bool) -> dict:
     data = ShapesDataset(images, seed=0, **cfg["data"])
     val = ShapesDataset(val_images, seed=VALIDATION, **cfg["data"])
     train_kw = {**cfg["train"], "batch_size": 4 if smoke else cfg["train"]["batch_size"]}
-    timeline, reached, clock = [], None, 0.0
-    for epoch in range(1, epochs + 1):  # one epoch at a time, resumed, so the clock can stop for the evaluation
-        start = time.perf_counter()
-        fit(model, data, epochs=epoch, device=device, out_dir=os.path.join(ROOT, "runs", "gpu_check_classroom"),
-            resume=epoch > 1, progress=False, verbose=False, checkpoint_every=0, **train_kw)
-        sync(device)
-        clock += time.perf_counter() - start
-        r = evaluate(model, val, device=device, progress=False)
-        timeline.append({"epoch": epoch, "train_seconds": round(clock, 1), "AP": round(r["AP"], 3), "AP50": round(r["AP50"], 3)})
-        print(f"classroom epoch {epoch}: {clock:.0f} s of training, AP {r['AP']:.3f}, AP50 {r['AP50']:.3f}", flush=True)
-        if reached is None and r["AP50"] >= 0.90 and r["AP"] >= 0.60:
-            reached = timeline[-1]
-    return {"timeline": timeline, "bar_reached": reached}
+    timeline, clock = [], {"start": time.perf_counter(), "last_step": None, "in_eval": 0.0}
+
+    def on_event(event, info):  # the clock of training alone: evaluations run between a step and the "eval" event
+        now = time.perf_counter()
+        if event == "step":
+            clock["last_step"] = now
+        elif event == "eval":
+            train_s = clock["last_step"] - clock["start"] - clock["in_eval"]
+            clock["in_eval"] += now - clock["last_step"]
+            timeline.append({"epoch": info["epoch"], "step": info["step"], "train_seconds": round(train_s, 1),
+                             "AP": round(info["AP"], 3), "AP50": round(info["AP50"], 3)})
+            print(f"classroom epoch {info['epoch']}: {train_s:.0f} s of training, AP {info['AP']:.3f}, "
+                  f"AP50 {info['AP50']:.3f}", flush=True)
+
+    fit(model, data, val, epochs=epochs, device=device, eval_every=1, callbacks=[on_event], progress=False, verbose=False,
+        checkpoint_every=0, **train_kw)
+    reached = next((t for t in timeline if t["AP50"] >= 0.90 and t["AP"] >= 0.60), None)
+    return {"timeline": timeline, "bar_reached": reached, "amp": device.type == "cuda"}
+
+
+def part_layout(device: torch.device, smoke: bool) -> dict:
+    """channels_last (NHWC) against the default NCHW, AMP, for both detectors: cuDNN's bf16 kernels work in NHWC,
+    so NCHW pays a transposition around every convolution (the profile's nchwToNhwc / nhwcToNchw kernels)."""
+    import bench_vs_torchvision as bench
+
+    name = "small64" if smoke else "paper512"
+    bench.SETTINGS[name] = {**bench.SETTINGS["small" if smoke else "paper"], "size": 64 if smoke else 512,
+                            "batch": 2 if smoke else 8}
+    images, targets = bench.make_batch(name, device)
+    out = {"size": bench.SETTINGS[name]["size"]}
+    for label, index in (("ours", 1), ("torchvision", 0)):
+        nchw = bench.build_pair(name, device)[index]
+        nhwc = bench.build_pair(name, device)[index].to(memory_format=torch.channels_last)
+        for task, timer in (("train_step", lambda m: bench.time_train_step(m, images, targets, device, True)),
+                            ("inference", lambda m: bench.time_inference(m, images, device, True))):
+            timer(nchw), timer(nhwc), timer(nchw), timer(nhwc)
+            times = {"nchw": [], "nhwc": []}
+            for r in range(1 if smoke else 9):
+                pair = (("nchw", nchw), ("nhwc", nhwc))
+                for key, m in (pair if r % 2 == 0 else pair[::-1]):
+                    times[key].append(timer(m))
+            a, b = statistics.median(times["nchw"]), statistics.median(times["nhwc"])
+            out[f"{label}/{task}"] = {"nchw_s": a, "channels_last_s": b, "speedup": a / b}
+            print(f"layout {label} {task}: NCHW {a * 1e3:.1f} ms, channels_last {b * 1e3:.1f} ms, x{a / b:.2f}", flush=True)
+    return out
 
 
 def part_flops(device: torch.device, smoke: bool) -> dict:
@@ -169,7 +211,7 @@ def part_flops(device: torch.device, smoke: bool) -> dict:
         per_s = reps * batch / (time.perf_counter() - start)
         achieved = gflops * per_s / 1e3  # TFLOP/s
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in device_name(device)), {}).get(
-            "tf32" if dtype == "fp32" and torch.backends.cuda.matmul.allow_tf32 else dtype)
+            "tf32" if dtype == "fp32" and torch.backends.cudnn.allow_tf32 else dtype)  # the convolutions' precision
         out[dtype] = {"images_per_s": round(per_s, 1), "achieved_TFLOPs": round(achieved, 3),
                       "peak_TFLOPs": peak, "share_of_peak": round(achieved / peak, 4) if peak else None}
         print(f"flops {dtype}: {gflops:.1f} GFLOPs/image x {per_s:.1f} images/s = {achieved:.2f} TFLOP/s"
@@ -177,7 +219,84 @@ def part_flops(device: torch.device, smoke: bool) -> dict:
     return out
 
 
-PARTS = {"tests": part_tests, "bench": part_bench, "paper": part_paper, "classroom": part_classroom, "flops": part_flops}
+def _profile_table(model, images, targets, device, amp: bool) -> tuple[str, dict]:
+    import bench_vs_torchvision as bench
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        bench.time_train_step(model, images, targets, device, amp)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step_s = bench.time_train_step(model, images, targets, device, amp)
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    # host-device syncs (an item(), a nonzero, a copy to the host) and kernel launches, however this CUDA names them
+    syncs = {e.key: e.count for e in events
+             if any(k in e.key for k in ("Synchronize", "Memcpy", "Launch", "aten::item", "aten::nonzero", "_local_scalar"))}
+    return events.table(sort_by=sort, row_limit=30, max_name_column_width=60), {"step_s": round(step_s, 4), **syncs}
+
+
+def part_profile(device: torch.device, smoke: bool, out_dir: str = HERE) -> dict:
+    """One profiled training step of each, AMP: where the time goes, and how often the host waits for the device."""
+    import bench_vs_torchvision as bench
+
+    name = "small64" if smoke else "paper512"
+    base = "small" if smoke else "paper"
+    bench.SETTINGS[name] = {**bench.SETTINGS[base], "size": 64 if smoke else 512, "batch": 2 if smoke else 8}
+    tv, ours = bench.build_pair(name, device)
+    images, targets = bench.make_batch(name, device)
+    out = {}
+    for label, model in (("torchvision", tv), ("ours", ours)):
+        table, counts = _profile_table(model, images, targets, device, amp=True)
+        path = os.path.join(out_dir, f"gpu_profile_{label}.txt")
+        with open(path, "w") as f:
+            f.write(table)
+        out[label] = {**counts, "table": os.path.basename(path)}
+        print(f"profile {label}: {counts}", flush=True)
+    return out
+
+
+def _compile_network(model, backend: str) -> None:
+    """Compile our convolutional network in place; the Python around it (matching, loss, decoding) stays eager."""
+    for name in ("backbone", "fpn", "class_subnet", "box_subnet"):
+        getattr(model, name).compile(backend=backend)
+
+
+def part_compile(device: torch.device, smoke: bool) -> dict:
+    """torch.compile of our network against the same model eager, AMP: does it pay, and what does compiling cost?
+    (--smoke compiles with the 'eager' backend: the code path in seconds, no figure worth reading.)"""
+    import bench_vs_torchvision as bench
+
+    name = "small64" if smoke else "paper512"
+    bench.SETTINGS[name] = {**bench.SETTINGS["small" if smoke else "paper"], "size": 64 if smoke else 512,
+                            "batch": 2 if smoke else 8}
+    images, targets = bench.make_batch(name, device)
+    eager, compiled = bench.build_pair(name, device)[1], bench.build_pair(name, device)[1]
+    compiled.load_state_dict(eager.state_dict())
+    _compile_network(compiled, "eager" if smoke else "inductor")
+    train = lambda m: bench.time_train_step(m, images, targets, device, True)  # noqa: E731
+    infer = lambda m: bench.time_inference(m, images, device, True)  # noqa: E731
+    start = time.perf_counter()
+    train(compiled), infer(compiled)
+    out = {"compile_s": round(time.perf_counter() - start, 1)}
+    for task, timer in (("train_step", train), ("inference", infer)):
+        timer(eager), timer(compiled)
+        times = {"eager": [], "compiled": []}
+        for r in range(2 if smoke else 7):  # interleaved, alternating who goes first
+            pair = (("eager", eager), ("compiled", compiled))
+            for key, m in (pair if r % 2 == 0 else pair[::-1]):
+                times[key].append(timer(m))
+        e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        out[task] = {"eager_s": e, "compiled_s": c, "speedup": e / c}
+        print(f"compile {task}: eager {e * 1e3:.1f} ms, compiled {c * 1e3:.1f} ms, x{e / c:.2f} "
+              f"(compiling took {out['compile_s']:.0f} s)", flush=True)
+    return out
+
+
+PARTS = {"tests": part_tests, "bench": part_bench, "flops": part_flops, "profile": part_profile, "layout": part_layout,
+         "paper": part_paper, "classroom": part_classroom, "compile": part_compile}
+# What each part usually costs on one H100 (seconds), so the deadline can skip what no longer fits.
+COST_S = {"tests": 40, "bench": 30, "flops": 10, "profile": 10, "layout": 20, "paper": 40, "classroom": 150, "compile": 100}
 
 
 def result_rows(report: dict) -> list[str]:
@@ -199,6 +318,14 @@ def result_rows(report: dict) -> list[str]:
         rows.append("- classroom preset: " + (f"bar reached after {reached['train_seconds']} s of training (epoch "
                                               f"{reached['epoch']}, AP {reached['AP']}, AP50 {reached['AP50']})"
                                               if reached else f"bar not reached: {c['timeline'][-1]}"))
+    for key, r in report.get("layout", {}).items():
+        if isinstance(r, dict) and "speedup" in r:
+            rows.append(f"- channels_last, {key} (AMP, {report['layout']['size']} px): NCHW {r['nchw_s'] * 1e3:.1f} ms, channels_last "
+                        f"{r['channels_last_s'] * 1e3:.1f} ms, x{r['speedup']:.2f}")
+    if "train_step" in report.get("compile", {}):
+        r = report["compile"]
+        rows.append(f"- torch.compile of our network, AMP (compiling {r['compile_s']} s): training step "
+                    f"x{r['train_step']['speedup']:.2f}, inference x{r['inference']['speedup']:.2f} over eager")
     if "flops" in report:
         f = report["flops"]
         for dtype in ("fp32", "bf16"):
@@ -209,11 +336,19 @@ def result_rows(report: dict) -> list[str]:
     return rows
 
 
+def _write_json(report: dict, path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="the same code on the CPU at toy sizes (under a minute)")
     p.add_argument("--only", nargs="+", choices=sorted(PARTS), help="run only these parts")
     p.add_argument("--out", default=os.path.join(HERE, "gpu_check.json"), help="the JSON report")
+    p.add_argument("--deadline", type=float, default=450.0,
+                   help="seconds for all parts: a part whose usual cost no longer fits is skipped (default 450)")
     args = p.parse_args(argv)
     if args.smoke:
         device = torch.device("cpu")
@@ -225,21 +360,30 @@ def main(argv=None) -> int:
     report = {"device": device_name(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
               "command": "python benchmarks/gpu_check.py" + (" --smoke" if args.smoke else ""), "smoke": args.smoke}
     start = time.perf_counter()
-    failed = []
+    failed, skipped = [], []
     for name in args.only or PARTS:
+        left = args.deadline - (time.perf_counter() - start)
+        if not args.smoke and left < COST_S[name]:
+            skipped.append(name)
+            print(f"{name}: skipped, {left:.0f} s left of the deadline and it usually takes {COST_S[name]} s", flush=True)
+            continue
+        part_start = time.perf_counter()
         try:
-            report[name] = PARTS[name](device, args.smoke)
+            kw = {"out_dir": os.path.dirname(os.path.abspath(args.out))} if name == "profile" else {}
+            report[name] = PARTS[name](device, args.smoke, **kw)
         except Exception as e:  # one part failing must not lose the others' figures
             failed.append(name)
             report[name] = {"error": f"{type(e).__name__}: {e}"}
             print(f"{name}: FAILED: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+        report.setdefault("part_seconds", {})[name] = round(time.perf_counter() - part_start, 1)
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        _write_json(report, args.out)
+    report["skipped"] = skipped
+    _write_json(report, args.out)
     if not failed:
         print("\n".join(result_rows(report)))
-    print(f"{report['seconds']} s; report in {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"{report['seconds']} s; report in {args.out}" + (f"; failed: {', '.join(failed)}" if failed else "")
+          + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     tests_failed = "tests" in report and report["tests"].get("returncode", 0) != 0
     return 1 if failed or tests_failed else 0
 

@@ -40,23 +40,38 @@ def to(device, images, targets):
     return [i.to(device) for i in images], [{k: v.to(device) for k, v in t.items() if torch.is_tensor(v)} for t in targets]
 
 
-def test_the_gpu_and_the_cpu_agree_on_losses_gradients_and_detections():
+@pytest.fixture(params=[False, True], ids=["fp32", "tf32"])
+def tf32(request):
+    """The GPU in strict float32, then with TF32 (PyTorch's default for cuDNN convolutions: a 10-bit mantissa)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = request.param
+    yield request.param
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_the_gpu_and_the_cpu_agree_on_losses_gradients_and_detections(tf32):
     cpu_model = small().train()
     gpu_model = small().to(DEVICE).train()
     gpu_model.load_state_dict(cpu_model.state_dict())
     images, targets = batch()
     cpu_losses = cpu_model(images, targets)
     gpu_losses = gpu_model(*to(DEVICE, images, targets))
-    for k in cpu_losses:  # TF32 and other kernels: agreement to about 1e-3, not bit for bit
+    for k in cpu_losses:  # other kernels, another order of summation: agreement to about 1e-3, not bit for bit
         torch.testing.assert_close(gpu_losses[k].cpu(), cpu_losses[k], rtol=2e-3, atol=1e-4)
     sum(cpu_losses.values()).backward()
     sum(gpu_losses.values()).backward()
     cpu_grads = {n: p.grad for n, p in cpu_model.named_parameters() if p.grad is not None}
     gpu_grads = {n: p.grad.cpu() for n, p in gpu_model.named_parameters() if p.grad is not None}
     assert cpu_grads.keys() == gpu_grads.keys() and cpu_grads
-    for name in ("class_subnet", "box_subnet"):  # the heads' gradients (the backbone's pass through more kernels)
-        for n in (n for n in cpu_grads if n.startswith(name)):
-            torch.testing.assert_close(gpu_grads[n], cpu_grads[n], rtol=1e-2, atol=1e-5, msg=n)
+    for n, g in cpu_grads.items():
+        error = (gpu_grads[n] - g).norm() / g.norm().clamp_min(1e-12)
+        if not tf32:  # strict float32: every gradient, as a whole and entry by entry (to 1e-5 of its largest entry)
+            assert error < 1e-3, f"{n}: relative error {error:.2e}"
+            torch.testing.assert_close(gpu_grads[n], g, rtol=1e-3, atol=1e-5 * g.abs().max().item(), msg=n)
+        else:  # TF32 rounds every product to a 10-bit mantissa (about 5e-4) and the error grows with each layer the
+            # gradient goes back through: measured on an H100 (2026-11-26), at most 2.6e-2 in the subnets, 5.4e-2 in
+            # the pyramid, 6.9e-2 in the backbone, against 2.4e-6 everywhere in strict float32. A wrong gradient is O(1).
+            assert error < 0.2, f"{n}: relative error {error:.2e} with TF32"
     cpu_model.eval().score_thresh = gpu_model.eval().score_thresh = 0.0
     with torch.no_grad():
         cpu_det = cpu_model(images)[0]

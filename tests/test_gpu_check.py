@@ -26,4 +26,10 @@ def test_gpu_check_smoke_runs_every_part_on_the_cpu(tmp_path):
     assert report["paper"]["steps"] == 4 and report["paper"]["loss_first"] > 0
     assert len(report["classroom"]["timeline"]) == 2
     assert report["flops"]["forward_GFLOPs_per_image"] > 0 and report["flops"]["bf16"]["images_per_s"] > 0
+    for label in ("ours", "torchvision"):
+        assert report["profile"][label]["step_s"] > 0 and (tmp_path / report["profile"][label]["table"]).stat().st_size > 0
+        assert report["layout"][f"{label}/train_step"]["channels_last_s"] > 0
+    assert report["compile"]["train_step"]["compiled_s"] > 0 and report["compile"]["inference"]["eager_s"] > 0
+    assert not report["skipped"] and set(report["part_seconds"]) == {"tests", "bench", "flops", "profile", "layout",
+                                                                     "paper", "classroom", "compile"}
     assert "Device: CPU" in r.stdout and "throughput bf16" in r.stdout
