@@ -242,3 +242,20 @@ def test_a_time_budget_times_the_first_steps_and_fits_the_schedule_to_it(capsys,
     assert train.fit_steps_to_budget(60, 1.0, 6) == 57 and train.fit_steps_to_budget(1, 1.0, 6) == 7
     with pytest.raises(ValueError, match="not both"):
         fit(model, ShapesDataset(4, seed=0, image_size=64), steps=3, minutes=1.0, progress=False)
+
+
+def test_fit_stores_convolution_weights_channels_last_and_the_same_weights_train_alike_in_both_layouts(tmp_path):
+    data = ShapesDataset(8, seed=0, image_size=64)
+    nhwc, nchw = tiny(), tiny()
+    fit(nhwc, data, steps=2, batch_size=4, progress=False, verbose=False, num_workers=0)
+    fit(nchw, data, steps=2, batch_size=4, progress=False, verbose=False, num_workers=0, channels_last=False)
+    convs = [(n, p) for n, p in nhwc.named_parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for _, p in convs)
+    assert all(p.is_contiguous() for p in nchw.parameters())
+    for (n, a), b in zip(nhwc.state_dict().items(), nchw.state_dict().values()):  # a layout, not another computation
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=n)
+    path = tmp_path / "w.pt"  # a checkpoint of channels_last weights loads into a fresh (NCHW) model
+    torch.save(nhwc.state_dict(), path)
+    fresh = tiny()
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), nhwc.state_dict().values()))
