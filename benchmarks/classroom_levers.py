@@ -35,6 +35,7 @@ RECIPES = {
     "px144_900": dict(steps=900, images=1800, model=dict(min_size=144, max_size=144)),
     "b8_900": dict(steps=900, images=1600, train=dict(batch_size=8)),
     "images800_900": dict(steps=900, images=800),
+    "head1_px128_1440": dict(steps=1440, images=2880, model=dict(head_convs=1, min_size=128, max_size=128)),
     "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
 }
 
