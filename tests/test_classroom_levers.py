@@ -1,0 +1,37 @@
+"""benchmarks/classroom_levers.py cannot rot: its smoke recipe runs the whole path (train, score, count FLOPs)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import classroom_levers  # noqa: E402
+
+
+def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
+    out = tmp_path / "levers.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_levers.py"), "--only", "smoke", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["recipe"] == "smoke" and row["steps"] == 3 and row["images_seen"] == 12
+    assert 0 <= row["AP"] <= 1 and row["bar"] is False
+    # batch 4 of the classroom model at 160 px: a quarter of the preset's 23.66 GFLOPs a step (batch 16)
+    assert abs(row["GFLOPs_per_step"] - 23.66 / 4) < 0.05
+
+
+def test_flops_follow_the_input_size_and_the_subnets():
+    from retinanet_lab.presets import preset
+
+    model = preset("classroom")["model"]
+    full = classroom_levers.gflops_per_step(model, 16)
+    small = classroom_levers.gflops_per_step({**model, "min_size": 128, "max_size": 128}, 16)
+    padded = classroom_levers.gflops_per_step({**model, "min_size": 144, "max_size": 144}, 16)
+    one_conv = classroom_levers.gflops_per_step({**model, "head_convs": 1}, 16)
+    assert abs(full - 23.66) < 0.05
+    assert abs(small / full - 0.64) < 0.02  # (128 / 160)^2
+    assert padded == full  # 144 px is padded to a multiple of 32: 160, no saving (RESULTS.md)
+    assert 0.8 < one_conv / full < 0.88
