@@ -32,6 +32,9 @@ BACKBONES = ("resnet_tiny", "resnet18", "resnet34", "resnet50", "resnet101")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+
+PRESET_NAMES = ("classroom", "classroom_fast", "paper")  # retinanet_lab.presets.PRESETS (not imported: help stays fast)
+
 def _synthetic_scene(height: int, width: int, seed: int = 0):
     """A noisy image with a few filled rectangles and their boxes (labels 1..3)."""
     import torch
@@ -694,7 +697,7 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a detector; prints the learning rate it uses, checkpoints to --out",
                        description="Train RetinaNet. With no options: the classroom preset on the shapes world.")
     _add_data_args(t, num_images=None)
-    t.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="model and recipe (default classroom)")
+    t.add_argument("--preset", choices=PRESET_NAMES, default="classroom", help="model and recipe (default classroom)")
     t.add_argument("--epochs", type=_int_at_least(1), default=None,
                    help="passes over the training data (default: the preset's, 8 for classroom; on your own data: --minutes 5)")
     t.add_argument("--steps", type=_int_at_least(1), default=None, help="train for this many steps instead of epochs")
@@ -737,7 +740,7 @@ def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset")
     e.add_argument("checkpoint", help="a checkpoint.pt written by train, or 'classroom' for the shipped classroom model")
     _add_data_args(e, num_images=200)
-    e.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="shapes: the preset's image size")
+    e.add_argument("--preset", choices=PRESET_NAMES, default="classroom", help="shapes: the preset's image size")
     e.add_argument("--device", type=_device_arg, default=None, help="cpu or cuda (default: cuda when present)")
     e.add_argument("--size", type=_size_arg, default=None, help="input size (default: the checkpoint's, as trained)")
     e.set_defaults(func=cmd_eval)
@@ -760,7 +763,7 @@ def _add_anchors(sub) -> None:
     """The `anchors` command and its options."""
     a = sub.add_parser("anchors", help="share of a dataset's objects that some anchor covers at IoU >= 0.5, with suggestions")
     _add_data_args(a, num_images=300)
-    a.add_argument("--preset", choices=("classroom", "paper"), default="classroom", help="anchors and input size (default classroom)")
+    a.add_argument("--preset", choices=PRESET_NAMES, default="classroom", help="anchors and input size (default classroom)")
     a.add_argument("--sizes", type=_positive, nargs="+", help="anchor base sizes on P3..P7, e.g. 16 32 64 128 256")
     a.add_argument("--ratios", type=_positive, nargs="+", help="aspect ratios h/w, e.g. 0.5 1 2")
     a.add_argument("--min-size", type=_int_at_least(1), default=None, help="network input short side (default: the preset's)")

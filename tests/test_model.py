@@ -218,7 +218,10 @@ def test_tiny_backbone_and_presets():
     assert model.anchor_config.level_sizes(0) == [16, 20, 25]
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
-    assert set(PRESETS) == {"paper", "classroom"}
+    assert set(PRESETS) == {"paper", "classroom", "classroom_fast"}
+    from retinanet_lab.cli import PRESET_NAMES
+
+    assert set(PRESET_NAMES) == set(PRESETS)  # the command line offers every preset
 
 
 # ---- one forward path, recorded ---------------------------------------------------------------------------------------

@@ -259,3 +259,28 @@ def test_fit_stores_convolution_weights_channels_last_and_the_same_weights_train
     fresh = tiny()
     fresh.load_state_dict(torch.load(path, weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), nhwc.state_dict().values()))
+
+
+def test_train_size_trains_small_and_evaluates_and_saves_at_the_models_own_size(tmp_path):
+    model = tiny()  # 64 px
+    seen = []
+    model.backbone.register_forward_hook(lambda module, args, out: seen.append((module.training, args[0].shape[-1])))
+    data = ShapesDataset(8, seed=0, image_size=64)
+    history = fit(model, data, ShapesDataset(2, seed=9, image_size=64), steps=2, batch_size=4, progress=False,
+                  verbose=False, num_workers=0, out_dir=str(tmp_path), train_size=32)
+    assert [w for training, w in seen if training] == [32, 32]  # the steps at 32 px
+    assert [w for training, w in seen if not training] == [64]  # the evaluation (2 images, one batch) at 64 px
+    assert model.min_size == model.max_size == 64 and history["evals"]
+    assert load_model(str(tmp_path / "checkpoint.pt")).min_size == 64  # saved at its own size
+    with pytest.raises(ValueError, match="train_size"):
+        fit(tiny(), data, steps=1, batch_size=4, progress=False, verbose=False, train_size=0)
+
+
+def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_trained_at_128_px():
+    from retinanet_lab.presets import preset
+
+    fast, slow = preset("classroom_fast"), preset("classroom")
+    assert fast["model"] == {**slow["model"], "head_convs": 1} and fast["data"] == slow["data"]
+    assert fast["train"] == {**slow["train"], "train_size": 128} and fast["run"] == slow["run"]
+    model = RetinaNet(5, **fast["model"])
+    assert model.min_size == 160 and len(model.class_subnet.tower) == 1
