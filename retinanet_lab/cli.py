@@ -32,8 +32,8 @@ BACKBONES = ("resnet_tiny", "resnet18", "resnet34", "resnet50", "resnet101")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-
 PRESET_NAMES = ("classroom", "classroom_fast", "paper")  # retinanet_lab.presets.PRESETS (not imported: help stays fast)
+
 
 def _synthetic_scene(height: int, width: int, seed: int = 0):
     """A noisy image with a few filled rectangles and their boxes (labels 1..3)."""

@@ -100,7 +100,7 @@ monitor.snapshot()
 # What a 40-step run can show: the loss falls, the AP rises from 0, the boxes start to land. What it cannot show is
 # which loss is better: after 40 steps the AP is around 0.01, and after 120 (3 epochs of 640 images) around 0.03, and
 # two runs with different seeds differ by about as much as the losses do. Could a longer live run show it? Not in
-# class time: the classroom model needs about 1,400 steps (34 TFLOP, 4 to 8 minutes on two cores) to reach AP 0.69,
+# class time: the classroom model needs about 1,400 steps (34 TFLOP, 4 to 10 minutes on two cores) to reach AP 0.69,
 # and runs cut to a third of that end between 0.41 and 0.50 AP whatever the batch or learning rate
 # (`benchmarks/RESULTS.md`, "The classroom model in two minutes?"). For that, many longer runs, each with several seeds:
 #
