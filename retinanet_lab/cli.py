@@ -24,6 +24,7 @@ import argparse
 import os
 import re
 import sys
+import time
 
 from . import seeds
 from .errors import PATH_ERRORS, UserError
@@ -245,6 +246,11 @@ def _train_val(args, transform):
         from .presets import preset
 
         val = ShapesDataset(args.val_images, seed=args.seed + seeds.VALIDATION, **preset(args.preset)["data"])
+        if plain.cache is not None:  # a preset that keeps its images draws them now, on every core (the copy shares them)
+            start = time.perf_counter()
+            plain.draw_all()
+            val.draw_all()
+            print(f"drew {len(plain)} training and {len(val)} validation images in {time.perf_counter() - start:.1f} s")
         return plain, augmented, val
     if args.data == "photos":
         return plain, augmented, _dataset(args, False)
@@ -398,9 +404,12 @@ def _train_data(args, real: bool):
     return plain, train_data, val_data, names
 
 
-def _fit_kwargs(args, cfg: dict) -> dict:
-    """The preset's training recipe, with --batch and --lr; a budget of steps or minutes fits its own warm-up."""
+def _fit_kwargs(args, cfg: dict, model) -> dict:
+    """The preset's training recipe, with --batch and --lr; a budget of steps or minutes fits its own warm-up. A preset
+    that trains smaller than it tests (train_size) keeps that ratio at the model's input size (--size, own data)."""
     train_kw = cfg["train"]
+    if train_kw.get("train_size") and model.min_size != cfg["model"]["min_size"]:
+        train_kw["train_size"] = max(32, round(train_kw["train_size"] * model.min_size / cfg["model"]["min_size"]))
     if args.epochs is None:  # a budget of steps or minutes: warm-up is a tenth of the steps, not the preset's count
         train_kw.pop("warmup_steps", None)
     if args.batch:
@@ -426,14 +435,16 @@ def cmd_train(args) -> int:
     torch.manual_seed(args.seed)
     model = _starting_model(args, names)
     _fit_to_data(args, model, plain_train)  # sizes as they are, not zoomed
+    start = time.perf_counter()
     history = fit(model, train_data, val_data, epochs=args.epochs or 1, steps=args.steps, minutes=args.minutes,
                   device=args.device, seed=args.seed, out_dir=args.out, resume=args.resume or None,
-                  eval_every=args.eval_every, **_fit_kwargs(args, cfg))
+                  eval_every=args.eval_every, **_fit_kwargs(args, cfg, model))
     path = os.path.join(args.out, "checkpoint.pt")
     if history["evals"]:
         last = history["evals"][-1]
-        print(f"after {last['step']} steps: AP {last['AP']:.3f}  AP50 {last['AP50']:.3f}  AP75 {last['AP75']:.3f} "
-              f"on {len(val_data)} validation images")
+        seconds = time.perf_counter() - start
+        print(f"after {last['step']} steps ({seconds:.0f} s, evaluations included): AP {last['AP']:.3f}  "
+              f"AP50 {last['AP50']:.3f}  AP75 {last['AP75']:.3f} on {len(val_data)} validation images")
     print(f"checkpoint: {path}  (retinanet-lab eval {path} ...; retinanet-lab predict {path} IMAGES)")
     return 0
 

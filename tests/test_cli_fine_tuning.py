@@ -103,7 +103,8 @@ def test_a_short_fine_tune_prints_its_ap_and_eval_uses_its_size(capsys, tmp_path
     code, out, err = _run(capsys, "train", "--data", "photos", "--from-checkpoint", "classroom", "--size", 192,
                           "--steps", 3, "--batch", 4, "--out", tmp_path)
     assert code == 0, err
-    assert "after 3 steps: AP " in out and "AP50 " in out and f"checkpoint: {tmp_path / 'checkpoint.pt'}" in out
+    assert "after 3 steps (" in out and "s, evaluations included): AP " in out and "AP50 " in out
+    assert f"checkpoint: {tmp_path / 'checkpoint.pt'}" in out
     model = load_model(tmp_path / "checkpoint.pt")
     assert model.min_size == 192 and model.class_names == ["coin"]
     code, out, err = _run(capsys, "eval", tmp_path / "checkpoint.pt", "--data", "photos")

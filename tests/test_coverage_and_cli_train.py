@@ -87,3 +87,11 @@ def test_commands_explain_themselves():
         assert r.returncode == 0 and len(r.stdout) > 300, command
     r = _cli("train", "--data", "coco")
     assert r.returncode != 0 and "--images DIR and --annotations FILE" in (r.stderr + r.stdout)
+
+
+def test_a_preset_that_trains_small_keeps_its_ratio_at_another_input_size(tmp_path):
+    # classroom_fast trains at 128 px a model used at 160; asked for 320 px it must train at 256, not at 128
+    r = _cli("train", "--preset", "classroom_fast", "--size", 320, "--num-images", 4, "--val-images", 2, "--steps", 1,
+             "--batch", 2, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert "steps at 256 px, evaluated and saved at 320 px" in r.stdout

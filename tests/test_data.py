@@ -430,3 +430,18 @@ def test_shapes_cache_gives_the_same_items_and_stays_intact():
     _, t = cached[0]
     t["boxes"] += 1000  # a caller that edits its target in place must not change the dataset
     assert torch.equal(cached[0][1]["boxes"], plain[0][1]["boxes"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_draw_all_draws_in_worker_processes_the_images_drawn_one_by_one(workers):
+    plain = ShapesDataset(70, seed=4, image_size=96)
+    drawn = ShapesDataset(70, seed=4, image_size=96, cache=True)
+    drawn[5]  # one already cached: drawn again by nobody
+    kept = drawn.cache[5]
+    assert drawn.draw_all(num_workers=workers) is drawn and sorted(drawn.cache) == list(range(70))
+    assert drawn.cache[5] is kept
+    for i in (0, 5, 33, 69):  # 70 images > 64: the workers draw them
+        (a, ta), (b, tb) = plain[i], drawn[i]
+        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+    with pytest.raises(ValueError, match="cache=True"):
+        plain.draw_all()

@@ -17,6 +17,7 @@ at most `max_occlusion` of any earlier one, and each box is the box of the objec
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -111,6 +112,27 @@ class ShapesDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target
+
+    def draw_all(self, num_workers: int | None = None) -> ShapesDataset:
+        """Draw every image not yet cached now, in `num_workers` processes (default: one per core), and keep them.
+
+        The same images as drawing them one by one (image i depends only on (seed, i)), in about 1 / workers of the
+        time: on a 2-core CPU the classroom's 2880 images take half the ~25 s they take in the training process.
+        Needs cache=True. Returns the dataset.
+        """
+        if self.cache is None:
+            raise ValueError("draw_all() keeps the images in the cache: make the dataset with cache=True")
+        if num_workers is None:
+            num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        missing = [i for i in range(self.num_images) if i not in self.cache]
+        if num_workers <= 1 or len(missing) < 64:  # a process start costs more than drawing a few images
+            self.cache.update((i, self.render(i)) for i in missing)
+            return self
+        drawer = _Drawer(self, missing)
+        loader = torch.utils.data.DataLoader(drawer, batch_size=None, num_workers=num_workers, collate_fn=_keep)
+        for i, drawn in zip(missing, loader):  # in order: the loader keeps the order of the indices
+            self.cache[i] = drawn
+        return self
 
     # ---- drawing ------------------------------------------------------------------------------------
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,3 +247,20 @@ class ShapesDataset(torch.utils.data.Dataset):
             if np.linalg.norm(colour - background) >= min_distance:
                 return colour
         return 255 - background
+
+
+class _Drawer(torch.utils.data.Dataset):
+    """Item k: image indices[k] of a ShapesDataset, rendered (for draw_all's worker processes)."""
+
+    def __init__(self, shapes: ShapesDataset, indices: list[int]):
+        self.render, self.indices = shapes.render, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        return self.render(self.indices[k])
+
+
+def _keep(item):
+    return item
