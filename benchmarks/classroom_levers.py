@@ -10,6 +10,9 @@ VALIDATION): AP, AP50, the images it saw and the GFLOPs it took (forward + backw
 torch.utils.flop_counter at the recipe's input size). The bar is AP50 >= 0.90 and AP >= 0.60. Seconds depend on the
 machine; GFLOPs and steps do not, so a recipe found on a GPU carries to the 2-core CPU at that CPU's GFLOP/s
 (`python benchmarks/gpu_check.py --smoke` and RESULTS.md give it). Writes one JSON line per run to --out.
+A recipe with flip=True sees its images through random flips, as `retinanet-lab train` does; one with train_size
+(fit's) trains at that size and is scored at 160 px, as the classroom_fast preset is. The seconds count drawing the
+images (ShapesDataset.draw_all, on every core) and training, not scoring.
 """
 
 from __future__ import annotations
@@ -36,7 +39,29 @@ RECIPES = {
     "b8_900": dict(steps=900, images=1600, train=dict(batch_size=8)),
     "images800_900": dict(steps=900, images=800),
     "head1_px128_1440": dict(steps=1440, images=2880, model=dict(head_convs=1, min_size=128, max_size=128)),
-    "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
+    # 2026-11-26, the 2-core CPU: the cheap variant at fewer steps, and what moves it (GIoU: the classroom_fast preset)
+    "head1_px128_960": dict(steps=960, images=2880, model=dict(head_convs=1, min_size=128, max_size=128)),
+    "head1_px128_lr1e-2_960": dict(steps=960, images=2880, model=dict(head_convs=1, min_size=128, max_size=128),
+                                   train=dict(lr=1e-2, warmup_steps=100)),
+    "head1_px128_giou_960": dict(steps=960, images=2880, model=dict(head_convs=1, min_size=128, max_size=128, box_loss="giou")),
+    "head1_px128_giou_lr1e-2_960": dict(steps=960, images=2880, train=dict(lr=1e-2, warmup_steps=100),
+                                        model=dict(head_convs=1, min_size=128, max_size=128, box_loss="giou")),
+    "head1_px128_giou_1200": dict(steps=1200, images=2880, model=dict(head_convs=1, min_size=128, max_size=128, box_loss="giou")),
+    # with the command line's flips (flip=True), GIoU, trained at train_size and scored at 160 px (classroom_fast's way)
+    "fast_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"), train=dict(train_size=128)),
+    "fast_1080": dict(steps=1080, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"), train=dict(train_size=128)),
+    "fast_b8_2160": dict(steps=2160, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                         train=dict(train_size=128, batch_size=8)),
+    "fast_b8_2400": dict(steps=2400, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                         train=dict(train_size=128, batch_size=8)),
+    "fast_b8_2880": dict(steps=2880, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                         train=dict(train_size=128, batch_size=8)),
+    "fast_5760img_1080": dict(steps=1080, images=5760, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                              train=dict(train_size=128)),
+    "fast_px96_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"), train=dict(train_size=96)),
+    "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),
+    "smoke_fast": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                       train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)  # the code path in seconds (tests)
 }
 
 
@@ -78,8 +103,12 @@ def run_recipe(name: str, device: str, seed: int = 0, threads: int | None = None
     model_kw, data_kw, train_kw = _merge(preset("classroom"), recipe)
     torch.manual_seed(seed)
     model = RetinaNet(5, **model_kw)
-    data = ShapesDataset(recipe["images"], seed=seed, **data_kw)
-    start = time.perf_counter()
+    start = time.perf_counter()  # the seconds count drawing the images (in worker processes) and training
+    data = ShapesDataset(recipe["images"], seed=seed, **data_kw).draw_all(threads or None)
+    if recipe.get("flip"):  # as `retinanet-lab train` does on the shapes world
+        from retinanet_lab.data import train_transforms
+
+        data.transform = train_transforms(flip=True)
     fit(model, data, steps=recipe["steps"], device=device, amp=False, seed=seed, progress=False, verbose=False,
         checkpoint_every=0, **train_kw)
     seconds = time.perf_counter() - start
@@ -87,7 +116,8 @@ def run_recipe(name: str, device: str, seed: int = 0, threads: int | None = None
     val = ShapesDataset(200, seed=VALIDATION, **{**data_kw, "cache": False})
     r = evaluate(model, val, device=device, progress=False)
     batch = train_kw["batch_size"]
-    step_gflops = gflops_per_step(model_kw, batch)
+    size = train_kw.get("train_size") or model_kw["min_size"]
+    step_gflops = gflops_per_step({**model_kw, "min_size": size, "max_size": size}, batch)
     return {"recipe": name, "seed": seed, "device": device, "steps": recipe["steps"], "batch": batch,
             "images_seen": recipe["steps"] * batch, "distinct_images": recipe["images"],
             "GFLOPs_per_step": round(step_gflops, 2), "TFLOPs": round(step_gflops * recipe["steps"] / 1e3, 2),
@@ -109,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "classroom_levers.jsonl"))
     args = p.parse_args(argv)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    names = args.only or [n for n in RECIPES if n != "smoke"]
+    names = args.only or [n for n in RECIPES if not n.startswith("smoke")]
     tasks = [(name, args.device, seed, 1 if args.jobs > 1 else None) for name in names for seed in args.seeds]
     if args.jobs > 1:
         import multiprocessing as mp

@@ -23,6 +23,16 @@ def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
     assert abs(row["GFLOPs_per_step"] - 23.66 / 4) < 0.05
 
 
+def test_a_recipe_that_trains_small_counts_the_flops_of_its_steps_not_of_its_scoring(tmp_path):
+    out = tmp_path / "levers.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_levers.py"), "--only", "smoke_fast", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    row = json.loads(out.read_text().splitlines()[0])
+    # classroom_fast's step (one conv per subnet, 128 px) is 12.64 GFLOPs at batch 16; scored at 160 px all the same
+    assert row["recipe"] == "smoke_fast" and row["steps"] == 2 and abs(row["GFLOPs_per_step"] - 12.64 / 4) < 0.05
+
+
 def test_flops_follow_the_input_size_and_the_subnets():
     from retinanet_lab.presets import preset
 

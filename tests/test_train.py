@@ -276,11 +276,11 @@ def test_train_size_trains_small_and_evaluates_and_saves_at_the_models_own_size(
         fit(tiny(), data, steps=1, batch_size=4, progress=False, verbose=False, train_size=0)
 
 
-def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_trained_at_128_px():
+def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_trained_at_128_px_with_giou():
     from retinanet_lab.presets import preset
 
     fast, slow = preset("classroom_fast"), preset("classroom")
-    assert fast["model"] == {**slow["model"], "head_convs": 1} and fast["data"] == slow["data"]
+    assert fast["model"] == {**slow["model"], "head_convs": 1, "box_loss": "giou"} and fast["data"] == slow["data"]
     assert fast["train"] == {**slow["train"], "train_size": 128} and fast["run"] == slow["run"]
     model = RetinaNet(5, **fast["model"])
-    assert model.min_size == 160 and len(model.class_subnet.tower) == 1
+    assert model.min_size == 160 and len(model.class_subnet.tower) == 1 and model.cfg.loss.box_loss == "giou"
