@@ -59,9 +59,9 @@ RECIPES = {
     "fast_5760img_1080": dict(steps=1080, images=5760, flip=True, model=dict(head_convs=1, box_loss="giou"),
                               train=dict(train_size=128)),
     "fast_px96_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"), train=dict(train_size=96)),
-    "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),
+    "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
     "smoke_fast": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
-                       train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)  # the code path in seconds (tests)
+                       train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)
 }
 
 
