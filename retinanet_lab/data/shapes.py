@@ -116,8 +116,8 @@ class ShapesDataset(torch.utils.data.Dataset):
     def draw_all(self, num_workers: int | None = None) -> ShapesDataset:
         """Draw every image not yet cached now, in `num_workers` processes (default: one per core), and keep them.
 
-        The same images as drawing them one by one (image i depends only on (seed, i)), in about 1 / workers of the
-        time: on a 2-core CPU the classroom's 2880 images take half the ~25 s they take in the training process.
+        The same images as drawing them one by one (image i depends only on (seed, i)), in less time: on a 2-core CPU
+        the classroom's 2880 training and 200 validation images took 16 s instead of about 28 s (9 ms an image).
         Needs cache=True. Returns the dataset.
         """
         if self.cache is None:
