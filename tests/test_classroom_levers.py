@@ -11,12 +11,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import classroom_levers  # noqa: E402
 
 
-def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
+def _run(recipe: str, tmp_path) -> dict:
+    """The script run as a user runs it, on one recipe: the JSON line it writes."""
     out = tmp_path / "levers.jsonl"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_levers.py"), "--only", "smoke", "--out", str(out)],
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_levers.py"), "--only", recipe, "--out", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    row = json.loads(out.read_text().splitlines()[0])
+    return json.loads(out.read_text().splitlines()[0])
+
+
+def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
+    row = _run("smoke", tmp_path)
     assert row["recipe"] == "smoke" and row["steps"] == 3 and row["images_seen"] == 12
     assert 0 <= row["AP"] <= 1 and row["bar"] is False
     # batch 4 of the classroom model at 160 px: a quarter of the preset's 23.66 GFLOPs a step (batch 16)
@@ -24,11 +29,7 @@ def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
 
 
 def test_a_recipe_that_trains_small_counts_the_flops_of_its_steps_not_of_its_scoring(tmp_path):
-    out = tmp_path / "levers.jsonl"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_levers.py"), "--only", "smoke_fast", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    row = json.loads(out.read_text().splitlines()[0])
+    row = _run("smoke_fast", tmp_path)
     # classroom_fast's step (one conv per subnet, 128 px) is 12.64 GFLOPs at batch 16; scored at 160 px all the same
     assert row["recipe"] == "smoke_fast" and row["steps"] == 2 and abs(row["GFLOPs_per_step"] - 12.64 / 4) < 0.05
 
