@@ -59,9 +59,18 @@ RECIPES = {
     "fast_5760img_1080": dict(steps=1080, images=5760, flip=True, model=dict(head_convs=1, box_loss="giou"),
                               train=dict(train_size=128)),
     "fast_px96_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"), train=dict(train_size=96)),
+    # small images first (fit's train_size schedule): equal shares of the steps at each size, in order
+    "fast_96_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                             train=dict(train_size=(96, 128))),
+    "fast_96_96_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                train=dict(train_size=(96, 96, 128))),
+    "fast_64_96_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                train=dict(train_size=(64, 96, 128))),
     "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
     "smoke_fast": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
                        train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)
+    "smoke_schedule": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                           train=dict(batch_size=4, train_size=(96, 128))),  # a size schedule's FLOPs (tests)
 }
 
 
@@ -116,8 +125,9 @@ def run_recipe(name: str, device: str, seed: int = 0, threads: int | None = None
     val = ShapesDataset(200, seed=VALIDATION, **{**data_kw, "cache": False})
     r = evaluate(model, val, device=device, progress=False)
     batch = train_kw["batch_size"]
-    size = train_kw.get("train_size") or model_kw["min_size"]
-    step_gflops = gflops_per_step({**model_kw, "min_size": size, "max_size": size}, batch)
+    sizes = train_kw.get("train_size") or model_kw["min_size"]
+    sizes = (sizes,) if isinstance(sizes, int) else sizes  # a schedule: its sizes take equal shares of the steps
+    step_gflops = sum(gflops_per_step({**model_kw, "min_size": s, "max_size": s}, batch) for s in sizes) / len(sizes)
     return {"recipe": name, "seed": seed, "device": device, "steps": recipe["steps"], "batch": batch,
             "images_seen": recipe["steps"] * batch, "distinct_images": recipe["images"],
             "GFLOPs_per_step": round(step_gflops, 2), "TFLOPs": round(step_gflops * recipe["steps"] / 1e3, 2),

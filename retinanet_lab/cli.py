@@ -408,8 +408,11 @@ def _fit_kwargs(args, cfg: dict, model) -> dict:
     """The preset's training recipe, with --batch and --lr; a budget of steps or minutes fits its own warm-up. A preset
     that trains smaller than it tests (train_size) keeps that ratio at the model's input size (--size, own data)."""
     train_kw = cfg["train"]
-    if train_kw.get("train_size") and model.min_size != cfg["model"]["min_size"]:
-        train_kw["train_size"] = max(32, round(train_kw["train_size"] * model.min_size / cfg["model"]["min_size"]))
+    sizes = train_kw.get("train_size")
+    if sizes and model.min_size != cfg["model"]["min_size"]:
+        ratio = model.min_size / cfg["model"]["min_size"]
+        scaled = tuple(max(32, round(s * ratio)) for s in ((sizes,) if isinstance(sizes, int) else sizes))
+        train_kw["train_size"] = scaled[0] if isinstance(sizes, int) else scaled
     if args.epochs is None:  # a budget of steps or minutes: warm-up is a tenth of the steps, not the preset's count
         train_kw.pop("warmup_steps", None)
     if args.batch:

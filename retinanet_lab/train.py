@@ -169,7 +169,7 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
         seed: int = 0, out_dir: str | None = None, checkpoint_every: int = 200, resume: str | bool | None = None,
         eval_every: int | None = None, callbacks=(), progress: bool = True, num_workers: int | None = None,
         deterministic: bool = False, log_every: int = 10, verbose: bool = True, steps: int | None = None,
-        minutes: float | None = None, channels_last: bool = True, train_size: int | None = None) -> dict:
+        minutes: float | None = None, channels_last: bool = True, train_size: int | tuple[int, ...] | None = None) -> dict:
     """Train `model` on `train_data` (see the module docstring). Returns {"steps": [...], "evals": [...]}.
 
     The length of the run is `epochs` passes over the data, or `steps` optimiser steps (epochs then run as needed:
@@ -179,12 +179,13 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     epochs as before and the run also ends with an evaluation. `channels_last` stores the convolutions' weights as
     NHWC, the layout the CPU's and cuDNN's kernels work in (a step 11% faster on the 2-core CPU, 17% on an H100).
     `train_size` trains at a smaller input size than the model's own, at which it is still evaluated and saved
-    (train small, test large: Touvron et al. 2019); (128 / 160)^2 = 64% of the FLOPs a step at 160 px.
+    (train small, test large: Touvron et al. 2019); (128 / 160)^2 = 64% of the FLOPs a step at 160 px. A tuple of
+    sizes is a schedule, small images first: `train_size=(96, 128)` trains the first half of the steps at 96 px and
+    the second at 128 (progressive resizing; each size gets an equal share of the planned steps, in order).
     """
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
-    if train_size is not None and (not isinstance(train_size, int) or train_size < 32):
-        raise ValueError(f"train_size must be an int >= 32 (pixels of the shorter side), got {train_size!r}")
+    train_size = _check_train_size(train_size)
     rank, world, device, started = _distributed(_device(device))
     progress, verbose, out_dir = progress and rank == 0, verbose and rank == 0, out_dir if rank == 0 else None
     _seed_process(seed + rank, deterministic)  # ranks augment differently
@@ -245,6 +246,17 @@ def _check_length(epochs: int, steps: int | None, minutes: float | None, world: 
         raise ValueError("minutes= times the steps of one process; with several processes give steps= instead")
 
 
+def _check_train_size(train_size) -> tuple[int, ...] | None:
+    """train_size as a tuple of sizes (one: a fixed size), or None; a clear error for anything but ints >= 32."""
+    if train_size is None:
+        return None
+    sizes = (train_size,) if isinstance(train_size, int) else tuple(train_size) if isinstance(train_size, (tuple, list)) else ()
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 32 for s in sizes):
+        raise ValueError(f"train_size must be an int >= 32 (pixels of the shorter side) or a tuple of them, "
+                         f"got {train_size!r}")
+    return sizes
+
+
 def _plan(epochs: int, steps: int | None, minutes: float | None, steps_per_epoch: int, warmup_steps: int | None) -> dict:
     """The run's step plan {"total", "warmup"}: what the learning-rate schedule is fitted to."""
     total = steps if steps is not None else epochs * steps_per_epoch
@@ -290,7 +302,7 @@ class _Run:
     checkpoint_every: int
     out_dir: str | None = None  # None in every process but rank 0
     callbacks: tuple = ()
-    train_size: int | None = None  # the input size of the training steps (None: the model's own)
+    train_size: tuple[int, ...] | None = None  # the training steps' input sizes, in equal shares (None: the model's own)
     scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
     scaler: torch.amp.GradScaler | None = None
     use_amp: bool = False
@@ -362,7 +374,8 @@ def _announce(run: _Run, lr: float, lr_given: bool, length: str, schedule: str, 
         how = f"given; the linear scaling rule would give {scaled_lr(batch, run.base_lr):g} for batch {batch}"
     print(f"training on {where} for {length}; {type(run.optimizer).__name__}, lr = {lr:g} ({how}), "
           f"{warmup} warm-up steps, {schedule} schedule" + (f", AMP {run.amp_dtype}" if run.use_amp else "")
-          + (f"; steps at {run.train_size} px, evaluated and saved at {run.model.min_size} px" if run.train_size else ""))
+          + (f"; steps at {' then '.join(map(str, run.train_size))} px, evaluated and saved at {run.model.min_size} px"
+             if run.train_size else ""))
 
 
 def _train(run: _Run, train_data, val_data, epochs: int, steps_per_epoch: int, seed: int, workers: int,
@@ -413,7 +426,7 @@ def _step(run: _Run, images, targets) -> dict[str, float]:
     device = run.device
     images = [img.to(device, non_blocking=True) for img in images]
     targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp), _input_size(run.model, run.train_size):
+    with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp), _input_size(run.model, _train_size_now(run)):
         losses = run.net(images, targets)
     values = {k: float(v.detach()) for k, v in losses.items()}
     _stop_if_diverged(run, values)
@@ -428,6 +441,14 @@ def _step(run: _Run, images, targets) -> dict[str, float]:
     run.state["step"] += 1
     run.state["batch"] += 1
     return values
+
+
+def _train_size_now(run: _Run) -> int | None:
+    """The input size of this step: train_size's k-th size during the k-th equal share of the planned steps."""
+    if run.train_size is None:
+        return None
+    share = run.state["step"] * len(run.train_size) // max(1, run.plan["total"])
+    return run.train_size[min(share, len(run.train_size) - 1)]
 
 
 @contextmanager

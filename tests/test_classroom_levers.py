@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -28,10 +30,13 @@ def test_the_smoke_recipe_trains_scores_and_counts_flops(tmp_path):
     assert abs(row["GFLOPs_per_step"] - 23.66 / 4) < 0.05
 
 
-def test_a_recipe_that_trains_small_counts_the_flops_of_its_steps_not_of_its_scoring(tmp_path):
-    row = _run("smoke_fast", tmp_path)
-    # classroom_fast's step (one conv per subnet, 128 px) is 12.64 GFLOPs at batch 16; scored at 160 px all the same
-    assert row["recipe"] == "smoke_fast" and row["steps"] == 2 and abs(row["GFLOPs_per_step"] - 12.64 / 4) < 0.05
+@pytest.mark.parametrize("recipe, gflops_batch16", [
+    ("smoke_fast", 12.64),  # classroom_fast's step (one conv per subnet, 128 px) is 12.64 GFLOPs at batch 16
+    ("smoke_schedule", (7.16 + 12.64) / 2),  # half the steps at 96 px (7.16), half at 128: their mean
+])
+def test_a_recipe_that_trains_small_counts_the_flops_of_its_steps_not_of_its_scoring(tmp_path, recipe, gflops_batch16):
+    row = _run(recipe, tmp_path)  # scored at 160 px all the same
+    assert row["recipe"] == recipe and row["steps"] == 2 and abs(row["GFLOPs_per_step"] - gflops_batch16 / 4) < 0.05
 
 
 def test_flops_follow_the_input_size_and_the_subnets():

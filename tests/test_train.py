@@ -276,6 +276,21 @@ def test_train_size_trains_small_and_evaluates_and_saves_at_the_models_own_size(
         fit(tiny(), data, steps=1, batch_size=4, progress=False, verbose=False, train_size=0)
 
 
+def test_a_train_size_schedule_trains_small_images_first_in_equal_shares_of_the_steps(capsys):
+    model = tiny()  # 64 px
+    sizes = []  # the input size the model resizes each batch to, read as it is called
+    model.register_forward_pre_hook(lambda module, args: sizes.append((module.training, module.min_size)))
+    data = ShapesDataset(12, seed=0, image_size=64)
+    fit(model, data, ShapesDataset(2, seed=9, image_size=64), steps=6, batch_size=4, progress=False, num_workers=0,
+        train_size=(32, 48, 64))
+    assert [s for training, s in sizes if training] == [32, 32, 48, 48, 64, 64]
+    assert [s for training, s in sizes if not training] == [64]  # evaluated at its own size
+    assert "steps at 32 then 48 then 64 px, evaluated and saved at 64 px" in capsys.readouterr().out
+    for bad in ((), (32, 16), (32, 48.0), "64", (True,)):
+        with pytest.raises(ValueError, match="train_size must be an int >= 32"):
+            fit(tiny(), data, steps=1, batch_size=4, progress=False, verbose=False, train_size=bad)
+
+
 def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_trained_at_128_px_with_giou():
     from retinanet_lab.presets import preset
 
