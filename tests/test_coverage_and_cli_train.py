@@ -95,3 +95,18 @@ def test_a_preset_that_trains_small_keeps_its_ratio_at_another_input_size(tmp_pa
              "--batch", 2, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
     assert "steps at 256 px, evaluated and saved at 320 px" in r.stdout
+
+
+def test_a_size_schedule_keeps_its_ratios_at_another_input_size():
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from retinanet_lab.cli import _fit_kwargs
+    from retinanet_lab.presets import preset
+
+    cfg = preset("classroom_fast")
+    cfg["train"]["train_size"] = (96, 128)  # a schedule of a model used at 160 px
+    args = Namespace(epochs=8, batch=None, lr=None)
+    assert _fit_kwargs(args, cfg, SimpleNamespace(min_size=320))["train_size"] == (192, 256)
+    cfg["train"]["train_size"] = (96, 128)
+    assert _fit_kwargs(args, cfg, SimpleNamespace(min_size=160))["train_size"] == (96, 128)
