@@ -66,6 +66,10 @@ RECIPES = {
                                 train=dict(train_size=(96, 96, 128))),
     "fast_64_96_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
                                 train=dict(train_size=(64, 96, 128))),
+    "fast_64_96_128_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                    train=dict(train_size=(64, 96, 128, 128))),
+    "fast_64_96_128_128_1200": dict(steps=1200, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                    train=dict(train_size=(64, 96, 128, 128))),
     "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
     "smoke_fast": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
                        train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)
