@@ -1,4 +1,4 @@
-"""benchmarks/classroom_levers.py cannot rot: its smoke recipe runs the whole path (train, score, count FLOPs)."""
+"""benchmarks/classroom_levers.py and classroom_step_time.py cannot rot: their smoke runs take the whole path."""
 
 import json
 import subprocess
@@ -51,3 +51,13 @@ def test_flops_follow_the_input_size_and_the_subnets():
     assert abs(small / full - 0.64) < 0.02  # (128 / 160)^2
     assert padded == full  # 144 px is padded to a multiple of 32: 160, no saving (RESULTS.md)
     assert 0.8 < one_conv / full < 0.88
+
+
+def test_the_step_time_script_times_each_size_with_both_optimisers(capsys):
+    import classroom_step_time
+
+    assert classroom_step_time.main(["--sizes", "64", "96", "--repeats", "1", "--batch", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[1:]]
+    assert [(r[0], r[2]) for r in rows] == [("64", "for-loop"), ("64", "fused"), ("96", "for-loop"), ("96", "fused")]
+    assert all(float(r[3]) > 0 for r in rows)
