@@ -179,9 +179,8 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     epochs as before and the run also ends with an evaluation. `channels_last` stores the convolutions' weights as
     NHWC, the layout the CPU's and cuDNN's kernels work in (a step 11% faster on the 2-core CPU, 17% on an H100).
     `train_size` trains at a smaller input size than the model's own, at which it is still evaluated and saved
-    (train small, test large: Touvron et al. 2019); (128 / 160)^2 = 64% of the FLOPs a step at 160 px. A tuple of
-    sizes is a schedule, small images first: `train_size=(96, 128)` trains the first half of the steps at 96 px and
-    the second at 128 (progressive resizing; each size gets an equal share of the planned steps, in order).
+    (train small, test large: Touvron et al. 2019); (128 / 160)^2 = 64% of the FLOPs a step at 160 px. A tuple is a
+    schedule, small images first: `(96, 128)` trains the first half of the planned steps at 96 px, the second at 128.
     """
     if len(train_data) == 0:
         raise ValueError("train_data is empty")
