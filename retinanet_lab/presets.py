@@ -40,16 +40,17 @@ PRESETS = {
         "run": dict(num_images=2880, epochs=8, eval_every=8),
     },
 }
-# The classroom model's cheaper sibling: one convolution per subnet instead of two, the training steps at 128 px while
-# the model is evaluated, saved and used at 160 (fit's train_size), and the GIoU box loss (torchvision v2's) instead of
-# the paper's smooth L1: 12.64 GFLOPs a step instead of 23.66, 18.2 TFLOP for its 1440 steps instead of 34.1.
-# `retinanet-lab train --preset classroom_fast`, seeds 0 and 1: AP 0.689 / 0.683, AP50 0.923 / 0.916 on 200 fresh
-# images (the classroom preset: 0.715 / 0.929 on seed 0's); with smooth L1 it was 0.655 / 0.913. GIoU gains 0.04 AP
-# at equal steps (benchmarks/RESULTS.md, "The classroom model in two minutes?").
+# The classroom model's cheaper sibling: one convolution per subnet instead of two, small images first (fit's
+# train_size schedule: the first half of the steps at 96 px, the second at 128) while the model is evaluated, saved
+# and used at 160, and the GIoU box loss (torchvision v2's) instead of the paper's smooth L1: 9.90 GFLOPs a step on
+# average instead of 23.66, 14.3 TFLOP for its 1440 steps instead of 34.1. Four seeds (benchmarks/RESULTS.md, "Later
+# still"): AP 0.682 / 0.673 / 0.689 / 0.674, AP50 0.905 / 0.915 / 0.920 / 0.919 on 200 fresh images, as good as all
+# its steps at 128 px (18.2 TFLOP: AP50 0.916-0.923); starting at 64 px was cheaper still but missed on two seeds of
+# four. GIoU gains 0.04 AP at equal steps ("The classroom model in two minutes?").
 PRESETS["classroom_fast"] = {
     "model": {**PRESETS["classroom"]["model"], "head_convs": 1, "box_loss": "giou"},
     "data": dict(PRESETS["classroom"]["data"]),
-    "train": {**PRESETS["classroom"]["train"], "train_size": 128},
+    "train": {**PRESETS["classroom"]["train"], "train_size": (96, 128)},
     "run": dict(PRESETS["classroom"]["run"]),
 }
 

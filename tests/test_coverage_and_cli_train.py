@@ -90,11 +90,11 @@ def test_commands_explain_themselves():
 
 
 def test_a_preset_that_trains_small_keeps_its_ratio_at_another_input_size(tmp_path):
-    # classroom_fast trains at 128 px a model used at 160; asked for 320 px it must train at 256, not at 128
+    # classroom_fast trains at 96 then 128 px a model used at 160; asked for 320 px it must train at 192 then 256
     r = _cli("train", "--preset", "classroom_fast", "--size", 320, "--num-images", 4, "--val-images", 2, "--steps", 1,
              "--batch", 2, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
-    assert "steps at 256 px, evaluated and saved at 320 px" in r.stdout
+    assert "steps at 192 then 256 px, evaluated and saved at 320 px" in r.stdout
 
 
 def test_a_size_schedule_keeps_its_ratios_at_another_input_size():

@@ -291,11 +291,11 @@ def test_a_train_size_schedule_trains_small_images_first_in_equal_shares_of_the_
             fit(tiny(), data, steps=1, batch_size=4, progress=False, verbose=False, train_size=bad)
 
 
-def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_trained_at_128_px_with_giou():
+def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subnet_small_images_first_and_giou():
     from retinanet_lab.presets import preset
 
     fast, slow = preset("classroom_fast"), preset("classroom")
     assert fast["model"] == {**slow["model"], "head_convs": 1, "box_loss": "giou"} and fast["data"] == slow["data"]
-    assert fast["train"] == {**slow["train"], "train_size": 128} and fast["run"] == slow["run"]
+    assert fast["train"] == {**slow["train"], "train_size": (96, 128)} and fast["run"] == slow["run"]
     model = RetinaNet(5, **fast["model"])
     assert model.min_size == 160 and len(model.class_subnet.tower) == 1 and model.cfg.loss.box_loss == "giou"
