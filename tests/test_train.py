@@ -299,3 +299,28 @@ def test_the_classroom_fast_preset_is_the_classroom_model_with_one_conv_per_subn
     assert fast["train"] == {**slow["train"], "train_size": (96, 128)} and fast["run"] == slow["run"]
     model = RetinaNet(5, **fast["model"])
     assert model.min_size == 160 and len(model.class_subnet.tower) == 1 and model.cfg.loss.box_loss == "giou"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_fused_optimiser_makes_the_same_update_as_torchs_for_loop_one(name):
+    from retinanet_lab.train import _optimizer
+
+    torch.manual_seed(0)
+    fused_model = tiny()
+    loop_model = tiny()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused, params = _optimizer(fused_model, name, 0.01, 0.9, 1e-4)
+    trainable = [p for p in loop_model.parameters() if p.requires_grad]
+    mature = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 8)
+    assert fused.defaults["fused"] is (True if mature else None) and len(params) == len(trainable)
+    loop = (torch.optim.SGD(trainable, lr=0.01, momentum=0.9, weight_decay=1e-4, foreach=False) if name == "sgd"
+            else torch.optim.AdamW(trainable, lr=0.01, weight_decay=1e-4, foreach=False))
+    data = ShapesDataset(2, seed=0, image_size=64)
+    images, targets = map(list, zip(*(data[i] for i in range(2))))
+    for model, optimiser in ((fused_model, fused), (loop_model, loop)):
+        for _ in range(2):  # the second step reads the momentum (and Adam's moments) the first one stored
+            optimiser.zero_grad()
+            sum(model(images, targets).values()).backward()
+            optimiser.step()
+    for (n, a), b in zip(fused_model.named_parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
