@@ -295,14 +295,21 @@ def test_training_monitor_interrupt_during_join_stops_the_run_and_start_works_ag
 
 def test_training_monitor_real_keyboard_interrupt_in_join():
     import _thread
+    import signal
     import threading
 
     m = _small_monitor()
     m.epochs.value = 20
     m.start()
     _wait_for_steps(m, 1)
-    threading.Timer(0.3, _thread.interrupt_main).start()  # a SIGINT-like KeyboardInterrupt in the main thread
-    m.join()
+    # Python turns SIGINT into KeyboardInterrupt, as a Jupyter kernel does, unless its parent ignored SIGINT (a job
+    # started with `&` by a shell without job control): then interrupt_main does nothing. Set it as a kernel has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()  # a SIGINT-like KeyboardInterrupt in the main thread
+        m.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _assert_idle_after_interrupt(m)
     m._thread.join(timeout=60)
     assert not m._thread.is_alive()  # the thread itself has ended, not only been marked so
