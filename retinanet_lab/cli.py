@@ -410,9 +410,8 @@ def _fit_kwargs(args, cfg: dict, model) -> dict:
     train_kw = cfg["train"]
     sizes = train_kw.get("train_size")
     if sizes and model.min_size != cfg["model"]["min_size"]:
-        ratio = model.min_size / cfg["model"]["min_size"]
-        scaled = tuple(max(32, round(s * ratio)) for s in ((sizes,) if isinstance(sizes, int) else sizes))
-        train_kw["train_size"] = scaled[0] if isinstance(sizes, int) else scaled
+        ratio = model.min_size / cfg["model"]["min_size"]  # fit reads a tuple of one size as that size
+        train_kw["train_size"] = tuple(max(32, round(s * ratio)) for s in ((sizes,) if isinstance(sizes, int) else sizes))
     if args.epochs is None:  # a budget of steps or minutes: warm-up is a tenth of the steps, not the preset's count
         train_kw.pop("warmup_steps", None)
     if args.batch:

@@ -24,13 +24,17 @@ def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_num_workers() -> int:
     """Worker processes that work everywhere: none inside Jupyter on macOS and Windows (their 'spawn'
     start method cannot import classes defined in a notebook), else up to 4, leaving a core free."""
     if _in_notebook() and platform.system() in ("Darwin", "Windows"):
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
+    return max(0, min(4, usable_cores() - 1))
 
 
 def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, num_workers: int | None = None,

@@ -17,11 +17,12 @@ at most `max_occlusion` of any earlier one, and each box is the box of the objec
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from .loader import usable_cores
 
 __all__ = ["ShapesDataset", "SHAPE_CLASSES"]
 
@@ -123,7 +124,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         if self.cache is None:
             raise ValueError("draw_all() keeps the images in the cache: make the dataset with cache=True")
         if num_workers is None:
-            num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            num_workers = usable_cores()
         missing = [i for i in range(self.num_images) if i not in self.cache]
         if num_workers <= 1 or len(missing) < 64:  # a process start costs more than drawing a few images
             self.cache.update((i, self.render(i)) for i in missing)
