@@ -422,6 +422,17 @@ def _fit_kwargs(args, cfg: dict, model) -> dict:
 
 
 def cmd_train(args) -> int:
+    """Under torchrun only the first process speaks: the others would repeat every line (fit's own output is rank 0's
+    already), and only it writes the checkpoint it names."""
+    import contextlib
+
+    if int(os.environ.get("RANK", "0")) > 0:
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train_command(args)
+    return _train_command(args)
+
+
+def _train_command(args) -> int:
     import torch
 
     from .presets import preset

@@ -81,6 +81,20 @@ def test_train_eval_predict_anchors_commands(tmp_path):
     assert "have an anchor at IoU >= 0.5" in r.stdout and "small (<32 px)" in r.stdout
 
 
+@pytest.mark.slow
+def test_train_under_torchrun_speaks_once(tmp_path):
+    # two processes on the CPU: each draws and trains, but only the first prints its lines and writes the checkpoint
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "retinanet_lab.cli",
+           "train", "--num-images", "16", "--val-images", "4", "--steps", "2", "--batch", "2", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    for start in ("drew ", "data: ", "training on 2 processes on cpu", "after 2 steps", "checkpoint: "):
+        assert sum(line.startswith(start) for line in lines) == 1, (start, r.stdout[-3000:])
+    assert (out / "checkpoint.pt").exists()
+
+
 def test_commands_explain_themselves():
     for command in ("train", "eval", "predict", "anchors"):
         r = _cli(command, "--help")
