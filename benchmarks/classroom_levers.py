@@ -70,6 +70,21 @@ RECIPES = {
                                     train=dict(train_size=(64, 96, 128, 128))),
     "fast_64_96_128_128_1200": dict(steps=1200, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
                                     train=dict(train_size=(64, 96, 128, 128))),
+    # 2026-11-26, second session, on the H100 (AP against FLOPs; steps and FLOPs carry to the CPU): cheaper than 14.3 TFLOP?
+    "fast_96_128_1200": dict(steps=1200, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                             train=dict(train_size=(96, 128))),
+    "fast_96_128_1080": dict(steps=1080, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                             train=dict(train_size=(96, 128))),
+    "fast_64_128_1440": dict(steps=1440, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                             train=dict(train_size=(64, 128))),
+    "fast_h32_96_128_1440": dict(steps=1440, images=2880, flip=True, train=dict(train_size=(96, 128)),
+                                 model=dict(head_convs=1, box_loss="giou", head_channels=32)),
+    "fast_h32_96_128_1200": dict(steps=1200, images=2880, flip=True, train=dict(train_size=(96, 128)),
+                                 model=dict(head_convs=1, box_loss="giou", head_channels=32)),
+    "fast_b8_96_128_2160": dict(steps=2160, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                train=dict(train_size=(96, 128), batch_size=8)),
+    "fast_b8_96_128_2400": dict(steps=2400, images=2880, flip=True, model=dict(head_convs=1, box_loss="giou"),
+                                train=dict(train_size=(96, 128), batch_size=8)),
     "smoke": dict(steps=3, images=16, train=dict(batch_size=4)),  # the code path in seconds (tests)
     "smoke_fast": dict(steps=2, images=16, flip=True, model=dict(head_convs=1, box_loss="giou"),
                        train=dict(batch_size=4, train_size=128)),  # the flips and train_size path in seconds (tests)

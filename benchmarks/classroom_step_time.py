@@ -3,6 +3,8 @@
 
     python benchmarks/classroom_step_time.py                       # 64, 96 and 128 px, median of 8 each
     python benchmarks/classroom_step_time.py --sizes 128 --repeats 20
+    python benchmarks/classroom_step_time.py --threads 1 --batch 8 & python benchmarks/classroom_step_time.py --threads 1 --batch 8
+                                               # two one-thread processes of 8 images, as two cores could share 16
 
 A step is what `fit` does: forward with the losses on 16 shapes images, backward, clip the gradient norm to 10,
 the optimiser's step. The sizes and the two optimisers take turns, so a machine that slows down during the run
@@ -21,9 +23,13 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128])
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=int, help="torch's threads (default: torch's own, one per core)")
     args = p.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from retinanet_lab import RetinaNet
     from retinanet_lab.data import ShapesDataset

@@ -45,8 +45,9 @@ PRESETS = {
 # and used at 160, and the GIoU box loss (torchvision v2's) instead of the paper's smooth L1: 9.90 GFLOPs a step on
 # average instead of 23.66, 14.3 TFLOP for its 1440 steps instead of 34.1. Four seeds (benchmarks/RESULTS.md, "Later
 # still"): AP 0.682 / 0.673 / 0.689 / 0.674, AP50 0.905 / 0.915 / 0.920 / 0.919 on 200 fresh images, as good as all
-# its steps at 128 px (18.2 TFLOP: AP50 0.916-0.923); starting at 64 px was cheaper still but missed on two seeds of
-# four. GIoU gains 0.04 AP at equal steps ("The classroom model in two minutes?").
+# its steps at 128 px (18.2 TFLOP: AP50 0.916-0.923). Nothing cheaper clears the bar on every seed: starting at 64 px,
+# fewer steps, batch 8 or 32-channel subnets (10-12.8 TFLOP) each missed on at least half the seeds tried (RESULTS.md,
+# "Below 14.3 TFLOP?"). GIoU gains 0.04 AP at equal steps ("The classroom model in two minutes?").
 PRESETS["classroom_fast"] = {
     "model": {**PRESETS["classroom"]["model"], "head_convs": 1, "box_loss": "giou"},
     "data": dict(PRESETS["classroom"]["data"]),
