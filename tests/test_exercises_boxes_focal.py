@@ -849,6 +849,27 @@ def wrong_focal_log10(logits, targets, alpha=0.25, gamma=2.0):
     return reference_focal_loss(logits, targets, alpha, gamma) / math.log(10)
 
 
+def _wrong_focal_floored(eps):
+    """(1 - p_t) floored at eps, in log space: finite and right for hard examples, far too large for easy ones."""
+    def fn(logits, targets, alpha=0.25, gamma=2.0):
+        log_1m_pt = torch.where(targets == 1, F.logsigmoid(-logits), F.logsigmoid(logits)).clamp(min=math.log(eps))
+        loss = torch.exp(gamma * log_1m_pt) * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return loss if alpha is None else (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return fn
+
+
+def _wrong_focal_cut_off(threshold):
+    """Easy examples (p_t above the threshold) dropped: the 'FL ignores easy examples' misreading."""
+    def fn(logits, targets, alpha=0.25, gamma=2.0):
+        p_t = torch.where(targets == 1, torch.sigmoid(logits), torch.sigmoid(-logits))
+        return torch.where(p_t > threshold, torch.zeros_like(logits), reference_focal_loss(logits, targets, alpha, gamma))
+    return fn
+
+
+def wrong_focal_alpha_truthy(logits, targets, alpha=0.25, gamma=2.0):
+    return reference_focal_loss(logits, targets, alpha if alpha else None, gamma)  # `if alpha:` skips α = 0
+
+
 FOCAL_MISTAKES = [
     (wrong_focal_no_modulating_factor, "no_modulating_factor", "(1 - p_t)^γ"),
     (wrong_focal_p_instead_of_pt, "p_instead_of_pt", "p_t = p·y + (1 - p)·(1 - y)"),
@@ -874,6 +895,11 @@ FOCAL_MISTAKES = [
     (wrong_focal_alpha_none, "alpha_none", "if alpha is not None"),
     (wrong_focal_softmax, "softmax", "sigmoid"),
     (wrong_focal_log10, "log10", "natural logarithm"),
+    (_wrong_focal_floored(0.08), "easy_examples", "does not drop or floor them"),
+    (_wrong_focal_floored(0.03), "easy_examples", "does not drop or floor them"),
+    (_wrong_focal_cut_off(0.95), "easy_examples", "does not drop or floor them"),
+    (_wrong_focal_cut_off(0.99), "easy_examples", "infinitely far"),
+    (wrong_focal_alpha_truthy, "alpha_zero_falsy", "if alpha is not None"),
 ]
 
 

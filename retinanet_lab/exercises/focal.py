@@ -1,8 +1,9 @@
 """Check for lesson 02: the α-balanced focal loss FL(p_t) = -α_t (1 - p_t)^γ log(p_t) (paper eq. 5), elementwise.
 
 The cases take the loss apart: cross entropy alone (γ = 0, eq. 1-2), the modulating factor (γ = 2, eq. 4, then
-a fractional γ = 0.5), α on its own (γ = 0, eq. 3) and with γ (eq. 5), any shape (a (2, 3, 5) batch), the
-paper's "100x" at p_t = 0.9 (section 3.2), the *values* at saturated logits (±30 and ±200: log(sigmoid(x)) is
+a fractional γ = 0.5), α on its own (γ = 0, eq. 3), with γ (eq. 5) and α = 0, any shape (a (2, 3, 5) batch), the
+paper's "100x" at p_t = 0.9 (section 3.2), easy examples by ratio (10^4 ... 10^8 below cross entropy: a floor or a
+cut-off hides under an absolute tolerance), the *values* at saturated logits (±30 and ±200: log(sigmoid(x)) is
 -inf there in float32, and a clamped log is finite but far too small), and the *gradient* at saturated logits
 for γ = 0.5, where `(1 - p_t) ** γ` computed from `sigmoid` gives NaN (inf · 0 in autograd) and a detached
 modulating factor gives finite but wrong values. The catalogue (`_mistakes`) holds the typical mistakes
@@ -71,6 +72,9 @@ def _mistakes(x: torch.Tensor, y: torch.Tensor, alpha, gamma) -> dict:
             "alpha_positives_only": ((a * y + (1 - y)) * mod * ce, "the negatives are weighted too, by 1 - α (eq. 3)"),
             "no_alpha": (mod * ce, "you left α out: multiply by α_t (α for positives, 1 - α for negatives)"),
         })
+    if alpha == 0:
+        out["alpha_zero_falsy"] = (mod * ce, "α = 0 was taken for 'no α': `if alpha:` is False for 0 as for None; "
+                                   "test `if alpha is not None:`")
     return out
 
 
@@ -80,6 +84,7 @@ def check_focal_loss(fn) -> CheckResult:
     def body(c: Checker):
         c.run_cases(fn, _value_cases())
         _check_100x(c, fn)
+        _check_easy_examples(c, fn)
         _check_saturated_values(c, fn)
         _check_saturated_gradient(c, fn)
 
@@ -100,6 +105,8 @@ def _value_cases() -> list[Case]:
         ("γ = 0.5: a fractional γ", None, 0.5, "(1 - p_t)^γ for any γ >= 0, fractional too"),
         ("α = 0.75, γ = 0: α-balanced cross entropy", 0.75, 0.0, "α_t = α for positives (y = 1), 1 - α for negatives (eq. 3)"),
         ("α = 0.25, γ = 2: the paper's setting", 0.25, 2.0, "α_t multiplies the whole loss: α_t (1 - p_t)^γ CE (eq. 5)"),
+        ("α = 0, γ = 2: the positives weigh nothing", 0.0, 2.0, "α = 0 is a weight like any other: α_t = 0 for positives, "
+         "1 for negatives (test `alpha is not None`, not `if alpha:`, which is False for 0)"),
     ]
     runs = [Case(name, (x, y, alpha, gamma), focal_loss(x.double(), y.double(), alpha, gamma), hint,
                  _mistakes(x, y, alpha, gamma), error_hints=_NONE_HINT) for name, alpha, gamma, hint in cases]
@@ -122,6 +129,31 @@ def _check_100x(c: Checker, fn) -> None:
         if float(got.detach().sum()) > 0 else math.inf
     c.require(name, abs(ratio - 100) < 0.5, f"at p_t = 0.9 with γ = 2 the focal loss should be 100x below cross entropy; "
               f"yours is {fmt(ratio)}x below it", "not_100x")
+
+
+def _check_easy_examples(c: Checker, fn) -> None:
+    """Section 3.2's point to the last digit: easy examples keep a small loss, they are not dropped. At p_t = 0.99,
+    0.999 and 0.9999 (positives and negatives) with γ = 2 the focal loss is 10^4, 10^6 and 10^8 times below cross
+    entropy. Compared as ratios: values of 1e-6 to 1e-12 hide under any absolute tolerance, and so would a floor on
+    (1 - p_t) or a cut-off that zeroes the easy examples (OHEM's way, or the hinge loss the paper tried, §5.1)."""
+    pt = torch.tensor([0.99, 0.999, 0.9999], dtype=torch.float64)
+    x = torch.cat([torch.log(pt / (1 - pt)), -torch.log(pt / (1 - pt))]).float()
+    y = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    name = "easy examples (p_t = 0.99, 0.999, 0.9999), γ = 2: 10^4, 10^6, 10^8 times below cross entropy"
+    got = c.call(name, fn, x, y, None, 2.0)
+    want = focal_loss(x.double(), y.double(), None, 2.0)
+    t = torch.as_tensor(got).detach().double()
+    if t.shape == want.shape and bool(torch.isfinite(t).all()):
+        off = ((t - want).abs() / want) > 1e-2  # 1%: float32 cross entropy near 0 is good to about 0.1%
+        if bool(off.any()):
+            i = int(torch.nonzero(off)[0])
+            ce = float(F.binary_cross_entropy_with_logits(x[i].double(), y[i].double()))
+            yours = f"{fmt(ce / float(t[i]))}x" if float(t[i]) > 0 else "infinitely far (0)"
+            c.fail(f"{name}: at p_t = {fmt(float(pt[i % 3]))} (target {fmt(float(y[i]))}) your loss is {yours} below cross "
+                   f"entropy, expected {fmt(ce / float(want[i]))}x. The focal loss down-weights easy examples, it does not "
+                   f"drop or floor them: each keeps (1 - p_t)^γ of its cross entropy, however small", "easy_examples")
+    c.compare(name, got, want, hint="(1 - p_t)^γ · CE for every example, easy ones included",
+              mistakes=_mistakes(x, y, None, 2.0))
 
 
 def _check_saturated_values(c: Checker, fn) -> None:
