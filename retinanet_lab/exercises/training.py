@@ -105,11 +105,12 @@ def check_normalized_loss(fn) -> CheckResult:
 
     def body(c: Checker):
         cases = []
-        loss = torch.tensor([[2.0, 0.5, 0.25, 3.0, 0.75, 1.5, 1.0]])
-        matched = torch.tensor([[0, -1, -1, 1, -1, 0, -1]])
-        cases.append(("one image: 3 foreground anchors (2 boxes), 4 background, none ignored", loss, matched,
-                      "sum the loss of every anchor (foreground and background): 9, and divide by the number of foreground "
-                      "anchors (matched >= 0): 3"))
+        # counts chosen so that no wrong divisor (n + 1 = 5, matched > 0: 3) equals another count (2 boxes, 6, 10)
+        loss = torch.tensor([[2.0, 0.5, 0.25, 3.0, 0.75, 1.5, 1.0, 1.5, 2.5, 1.0]])
+        matched = torch.tensor([[0, -1, -1, 1, -1, 1, -1, -1, 1, -1]])
+        cases.append(("one image: 4 foreground anchors (2 boxes), 6 background, none ignored", loss, matched,
+                      "sum the loss of every anchor (foreground and background): 14, and divide by the number of "
+                      "foreground anchors (matched >= 0): 4"))
 
         loss = torch.tensor([[2.0, 0.5, 50.0, 3.0, 0.75, 40.0, 1.5]])
         matched = torch.tensor([[0, -1, -2, 1, -1, -2, 0]])

@@ -104,9 +104,9 @@ def check_ohem(fn) -> CheckResult:
     def body(c: Checker):
         t = torch.tensor
         cases = [
-            ("3 positives (the smallest losses) and 12 negatives, ratio 3",
-             t([0.11, 2.3, 0.9, 0.12, 1.7, 0.5, 3.1, 0.13, 0.7, 1.2, 0.3, 2.8, 0.6, 1.5, 0.4]),
-             t([1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]), 3,
+            ("3 positives (the smallest losses) and 16 negatives, ratio 3",  # 16: no wrong quota (12, 4) hits a count
+             t([0.11, 2.3, 0.9, 0.12, 1.7, 0.5, 3.1, 0.13, 0.7, 1.2, 0.3, 2.8, 0.6, 1.5, 0.4, 1.9, 0.8, 2.1, 0.35]),
+             t([1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), 3,
              "keep every positive (whatever its loss) and the 3 · 3 = 9 negatives of largest loss"),
             ("1 positive with the largest loss, 6 negatives, ratio 3", t([0.2, 0.9, 4.0, 0.5, 0.1, 0.7, 0.3]),
              t([0, 0, 1, 0, 0, 0, 0]), 3,
