@@ -321,6 +321,7 @@ def torchvision_matcher(iou, fg_iou=0.5, bg_iou=0.4, allow_low_quality=True):
     (lambda iou, fg=0.5, bg=0.4, allow=True: torch.tensor([{-2: -1, -1: 0}.get(v, 1) for v in
                                                             lesson_assign(iou, fg, bg, allow).tolist()], dtype=torch.int64),
      "detectron_labels", "Detectron2's match_labels"),
+    (lambda iou, fg=0.5, bg=0.4, allow=True: lesson_assign(iou, fg, bg, allow).float(), "float_indices", "int64"),
 ])
 def test_assign_mistakes_are_named(fn, mistake, phrase):
     rejected(check_assign_anchors(fn), mistake, phrase)

@@ -197,7 +197,7 @@ def _assign_mistakes(iou: torch.Tensor, fg: float, bg: float, allow: bool) -> di
                                  f"0.5 and 0.4 written in the code"),
         "no_low_quality": (_assign(iou, fg, bg, False),
                            "with allow_low_quality=True every box also claims the anchor(s) it overlaps most, even "
-                           "below fg_iou, so that no object is left without a positive anchor"),
+                           "below fg_iou (matched to its own best box), so that an object rarely goes without a positive anchor"),
         "low_quality_always": (_assign(iou, fg, bg, True),
                                "allow_low_quality=False: no low-quality matches; only IoU >= fg_iou makes foreground"),
         "zero_iou_claims": (_assign(iou, fg, bg, allow, guard=False),
@@ -219,11 +219,14 @@ def _assign_mistakes(iou: torch.Tensor, fg: float, bg: float, allow: bool) -> di
 
 
 def _read_assignment(c: Checker, case: Case, got: torch.Tensor) -> torch.Tensor:
-    """A boolean mask and an empty answer for an image without boxes are named before the comparison."""
+    """A boolean mask, float indices and an empty answer for an image without boxes are named before the comparison."""
     t, want, iou = got.detach(), case.want, case.args[0]
     if t.dtype == torch.bool:
         c.fail(f"{case.name}: you returned a boolean mask{' (foreground)' if torch.equal(t, want >= 0) else ''}: return "
                "int64 box indices for foreground anchors, -1 for background and -2 for ignored", "bool_mask")
+    if t.is_floating_point() and t.shape == want.shape and bool((t.double() == want.double()).all()):
+        c.fail(f"{case.name}: the right values with dtype {t.dtype}: return int64 (torch.long) box indices; the training "
+               "step indexes the boxes with them (gt_boxes[matched]), and float indices cannot index", "float_indices")
     if iou.shape[0] == 0 and t.shape != want.shape and t.numel() == 0:
         c.fail(f"{case.name}: your answer is empty, shape {tuple(t.shape)}; return one value per anchor, ({iou.shape[1]},), "
                "even without boxes: every anchor is background (-1)", "empty_image")
