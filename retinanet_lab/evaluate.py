@@ -143,6 +143,8 @@ def find_errors(dataset, detections: list[dict], iou_thresh: float = 0.5, score_
     where each error is {"image": index, "box", "label", "score" (false positives), "size", "area" (px²), "iou" (best
     IoU with a box of the other side, of any class: high for a confused class or a poorly placed box, near 0 for a
     hallucination or an object nothing looked at), "other_label" (the class of that best-overlapping box, None if none)}.
+    A false positive also says whether it is a "duplicate": IoU >= `iou_thresh` with an object of its class that a
+    better-scoring detection had already matched (a second detection NMS left, not a poor box).
     Both lists are sorted by area, smallest first.
     """
     from .boxes import box_iou
@@ -164,8 +166,10 @@ def find_errors(dataset, detections: list[dict], iou_thresh: float = 0.5, score_
             else:
                 best = float(iou[i].max()) if len(gt) else 0.0
                 other = int(gl[int(iou[i].argmax())]) if len(gt) and best > 0 else None
+                duplicate = bool(len(gt) and ((same[i] & taken) & (iou[i] >= iou_thresh)).any())
                 fps.append({"image": index, "box": boxes[i].tolist(), "label": int(labels[i]), "score": float(scores[i]),
-                            "size": _size_name(boxes[i]), "area": _area(boxes[i]), "iou": best, "other_label": other})
+                            "size": _size_name(boxes[i]), "area": _area(boxes[i]), "iou": best, "other_label": other,
+                            "duplicate": duplicate})
         for j in torch.nonzero(~taken).flatten().tolist():
             best = float(iou[:, j].max()) if len(boxes) else 0.0
             other = int(labels[int(iou[:, j].argmax())]) if len(boxes) and best > 0 else None

@@ -92,7 +92,8 @@ def show_sample_grid(dataset, n: int = 8, cols: int = 4, indices=None, title: st
 def error_gallery(dataset, errors: list[dict], class_names, title: str, n: int = 8, pad: int = 8, size: float = 1.7):
     """A row of crops around errors of `find_errors` (in the order given: smallest first), each with the box outlined
     in its class's colour (dashed: a missed object; solid: a false detection) and a caption: class, size, and the
-    best-overlapping box of the other side (its class when it differs: a confusion)."""
+    best-overlapping box of the other side (its class when it differs: a confusion), or "a duplicate" for a second
+    detection of an object a better-scoring one already found."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -111,7 +112,9 @@ def error_gallery(dataset, errors: list[dict], class_names, title: str, n: int =
                                ls="--" if miss else "-"))
         name = class_names[e["label"] - 1]
         other = e.get("other_label")
-        if other is None or e["iou"] < 0.1:
+        if e.get("duplicate"):
+            note = "a duplicate: already found"
+        elif other is None or e["iou"] < 0.1:
             note = "nothing near" if miss else "no object near"
         elif other != e["label"]:
             note = f"{'detected as' if miss else 'is a'} {class_names[other - 1]}? IoU {e['iou']:.2f}"

@@ -114,3 +114,5 @@ def test_find_errors_hand_case():
     assert [f["other_label"] for f in e["false_positives"]] == [1, 2, None]
     assert e["misses"][0]["other_label"] == 1 and e["misses"][0]["area"] == 100 * 100
     assert [f["area"] for f in e["false_positives"]] == sorted(f["area"] for f in e["false_positives"])
+    # the second detection of the found object is a duplicate (IoU 0.95 with it); the others are not
+    assert [f["duplicate"] for f in e["false_positives"]] == [True, False, False]

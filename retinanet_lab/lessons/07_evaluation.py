@@ -120,15 +120,17 @@ fig.tight_layout()
 # At one operating point (score ≥ 0.5, IoU ≥ 0.5): false positives (a detection that matches no object of its class)
 # and misses (an object no detection of its class found), smallest first. Each crop outlines the box (solid: a false
 # detection, dashed: a missed object) and says what overlaps it from the other side: an object of another class (a
-# confusion), the same class with a poor box (a localisation error), or nothing (a hallucination, or an object the
-# detector never looked at).
+# confusion), the same class with a poor box (a localisation error), an object already found by a better-scoring
+# detection (a duplicate, which NMS left), or nothing (a hallucination, or an object the detector never looked at).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 from retinanet_lab.viz import error_gallery
 
 err = find_errors(data, detections)
-print(f"{err['true_positives']} correct, {len(err['false_positives'])} false positives, {len(err['misses'])} misses")
+duplicates = sum(f["duplicate"] for f in err["false_positives"])
+print(f"{err['true_positives']} correct, {len(err['false_positives'])} false positives ({duplicates} of them duplicates), "
+      f"{len(err['misses'])} misses")
 for size, counts in err["by_size"].items():
     print(f"  {size:6s}  {counts['misses']:3d} misses  {counts['false_positives']:3d} false positives")
 
@@ -142,8 +144,8 @@ error_gallery(data, err["false_positives"], model.class_names, "false positives,
 # * AP for one class and IoU: rank by score, precision and recall along the ranking, the precision envelope, the mean
 #   at 101 recall values. COCO AP averages over IoU 0.50-0.95 and the classes; AP50 is the IoU ≥ 0.5 version.
 # * AP rewards good ranking: a correct detection with a low score, below many false ones, adds little.
-# * Errors come in kinds (confusion, localisation, hallucination, miss) and sizes: look at them before changing the
-#   detector.
+# * Errors come in kinds (confusion, localisation, duplicate, hallucination, miss) and sizes: look at them before
+#   changing the detector.
 
 # %% [markdown] tags=["questions"]
 # ### Questions to think about
