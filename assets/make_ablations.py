@@ -136,7 +136,7 @@ def run_prior(args) -> None:
 # Cross entropy from π = 0.01 and π = 0.5 (the paper's §5.1: CE "without any modifications to the initialization ...
 # fails quickly, with the network diverging"), with the paper's SGD and then one ingredient at a time that hides it.
 RECIPES = {
-    "paper": ("the paper's subnets (no normalisation), SGD 0.01, no clipping", {"norm": None},
+    "paper": ("unnormalised subnets (as the paper's), SGD 0.01, no clipping", {"norm": None},
               {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": None}),
     "groupnorm": ("+ GroupNorm in the subnets (the classroom model)", {}, {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": None}),
     "clip": ("+ gradient clipping at norm 10", {"norm": None}, {"optimizer": "sgd", "lr": 0.01, "clip_grad_norm": 10.0}),

@@ -10,9 +10,10 @@
   is Detectron's, the paper gives none), L1 (torchvision v1) or GIoU (torchvision v2) between the predicted
   and the target box.
 - Normalisation (`normalize_loss`): the paper normalises "by the number of anchors assigned to a
-  ground-truth box". `normalization="batch"` (the default, as Detectron) divides the batch's sum by the
-  foreground anchors of the whole batch; `normalization="image"` divides each image by its own count
-  and averages over images, as the paper's text (the loss "of an image") and torchvision do.
+  ground-truth box". `normalization="batch"` (the default) divides the batch's sum by max(1, the
+  foreground anchors of the whole batch): Detectron's idea (it divides the sum over one GPU's images by
+  their count plus one per image); `normalization="image"` divides each image by its own count and
+  averages over images, as the paper's text (the loss "of an image") and torchvision do.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Each anchor takes the ground-truth box it overlaps most. It is
     ignored     (IGNORE = -2)          in between: it gets no classification loss.
 
 With `allow_low_quality=True` (the default) every box also claims the anchor(s) it overlaps most,
-ties included, even below 0.5, so that no object goes without a positive anchor. The paper's text gives
+ties included, even below 0.5, so that almost no object goes without a positive anchor (a claimed anchor
+goes to its own best box, so of two boxes that overlap heavily one can still get none). The paper's text gives
 only the thresholds; it builds on "the assignment rule from RPN", whose condition (i) is this rule.
 torchvision keeps such a match at any IoU, as here; Detectron only at IoU >= 0.4 (it assigns background
 after it). Such an anchor is then matched to its own best box, exactly as torchvision's

@@ -67,10 +67,11 @@ FocalLossExplorer()
 #   paper found that "lower α's are selected for higher γ's (as easy negatives are down-weighted, less emphasis needs
 #   to be placed on the positives)" (§5.1, Table 1 (b)).
 # * Look at the gradient dFL/dx with a log axis. For every γ it goes to 0 as p_t → 1, and more slowly the smaller γ is
-#   (Appendix B, eq. 10: dFL/dx = y (1 − p_t)^γ (γ p_t log p_t + p_t − 1)). The gradient with respect to the logit is
-#   always finite. What is infinite is the slope of the modulating factor with respect to **p_t**:
-#   d(1 − p_t)^γ / dp_t = −γ (1 − p_t)^(γ−1), which goes to −∞ at p_t = 1 when 0 < γ < 1. The next section shows what
-#   that does to a program.
+#   (Appendix B, eq. 10: dFL/dx = y (1 − p_t)^γ (γ p_t log p_t + p_t − 1), where the paper's y is +1 for a positive and
+#   −1 for a negative: 2y − 1 in this lesson's 0/1 labels). The gradient with respect to the logit is always finite.
+#   What is infinite is the slope of the modulating factor with respect to **p_t**: d(1 − p_t)^γ / dp_t =
+#   −γ (1 − p_t)^(γ−1), which goes to −∞ at p_t = 1 when 0 < γ < 1. The next section shows what that does to a
+#   program.
 #
 # ## Why the loss is computed from logits, in log space
 #
@@ -95,7 +96,22 @@ y = torch.tensor([1.0, 0.0])
 for name, fn in (("torchvision", sigmoid_focal_loss), ("retinanet_lab", focal_loss)):
     x.grad = None
     fn(x, y, alpha=0.25, gamma=0.5).sum().backward()
-    print(f"{name:14s} gradient at γ = 0.5: {x.grad.tolist()}")
+    print(f"{name:14s} gradient at γ = 0.5, float32: {[f'{g:.3g}' for g in x.grad.tolist()]}")
+
+# eq. 10 times α_t, in float64, with the paper's s = ±1 for y, p_t = σ(s x) and 1 − p_t = σ(−s x) (no 1 − 0.99999...)
+x64, s = x.detach().double(), 2 * y.double() - 1
+pt, one_minus_pt = torch.sigmoid(s * x64), torch.sigmoid(-s * x64)
+eq10 = torch.where(y == 1, 0.25, 0.75) * s * one_minus_pt**0.5 * (0.5 * pt * torch.log(pt) - one_minus_pt)
+x64.requires_grad_(True)
+focal_loss(x64, y.double(), alpha=0.25, gamma=0.5).sum().backward()
+print(f"{'retinanet_lab':14s} gradient at γ = 0.5, float64: {[f'{g:.3g}' for g in x64.grad.tolist()]}")
+print(f"{'eq. 10':14s} gradient at γ = 0.5, float64: {[f'{g:.3g}' for g in eq10.tolist()]}")
+
+# %% [markdown]
+# In float64 the lab's gradient (autograd through its loss) is eq. 10's to within 0.3% (3.21e-20 against 3.22e-20:
+# float64 rounds 1 + 1e-13 inside the cross entropy). In float32 it is finite and of the same tiny size but not equal:
+# σ(30) rounds to exactly 1, so the p_t − 1 term of eq. 10 (about −1e-13 inside the bracket) is lost, an error of about
+# 1e-20 that no update can notice. torchvision's NaN, on the other hand, spreads to every weight it reaches.
 
 # %% [markdown]
 # ## Exercise: write the focal loss
@@ -114,8 +130,9 @@ for name, fn in (("torchvision", sigmoid_focal_loss), ("retinanet_lab", focal_lo
 # `(1 - p_t)^γ = exp(γ · log(1 - p_t))`. Never `torch.log(torch.sigmoid(x))` or `1 - torch.sigmoid(x)`: for a confident
 # prediction, `sigmoid` rounds to exactly 0 or 1, the log becomes `-inf`, and for 0 < γ < 1 the gradient of `(1 - p_t)
 # ** γ`
-# becomes NaN, as torchvision's showed. The check tests cross entropy, the modulating factor, α, the paper's 100×, and
-# the values and gradients at logits of ±200.
+# becomes NaN, as torchvision's showed. The check tests cross entropy, the modulating factor, α (α = 0 too), the
+# paper's 100×, easy examples down-weighted but not dropped (10^4 ... 10^8 times below cross entropy), and the values
+# and gradients at logits of ±200.
 
 # %% tags=["exercise"]
 import torch

@@ -191,7 +191,8 @@ axes[0].set_ylabel("classification loss (CE)")
 fig.tight_layout()
 
 # %% [markdown]
-# With the paper's subnets (no normalisation) and the paper's plain SGD, **π = 0.5 diverges within five steps**: the
+# With the subnets left unnormalised, as the paper's are (the classroom's two 64-channel convolutions each, not the
+# paper's four of 256), and the paper's plain SGD, **π = 0.5 diverges within five steps**: the
 # loss goes from 724 to 523, 59,792, 1.6 million, 10^18, and then NaN, while π = 0.01 trains. This is the paper's "fails
 # quickly, with the network diverging", reproduced on the classroom model. Each of three ingredients, alone, hides it:
 #
@@ -214,7 +215,7 @@ fig.tight_layout()
 # * The prior sets the last classification bias to b = −log((1 − π)/π), so that every output starts at p ≈ π = 0.01
 #   and the background's loss starts small.
 # * Without it, the first loss is far larger: about 70× under CE and 8,700× under FL at the paper's scale, over 100× in
-#   the classroom's FL runs. With the paper's subnets and SGD, cross entropy from π = 0.5 diverged within five steps,
+#   the classroom's FL runs. With unnormalised subnets and SGD, cross entropy from π = 0.5 diverged within five steps,
 #   as in the paper (§5.1); GroupNorm, gradient clipping or AdamW each hide the instability, they do not remove it.
 
 # %% [markdown] tags=["questions"]
@@ -243,13 +244,14 @@ fig.tight_layout()
 # ### Teacher's notes: lesson 05
 #
 # **Before class.** Nothing to run ahead (about 10 s): the training curves are precomputed
-# (`python assets/make_ablations.py --only prior` makes them again, about 25 minutes on 2 cores). Open Figure 3,
+# (`python assets/make_ablations.py --only prior` makes them again, about 15 minutes on 2 cores). Open Figure 3,
 # §3.3, §4.1 and §5.1 "Network Initialization".
 #
 # **The live demo.** In the architecture view, drag π from 0.001 to 0.9 and read the first loss on the left plot
 # (log scale): it rises by orders of magnitude past π ≈ 0.1. Then compare the two precomputed curves on the right, and
 # then the recipe plot below, which is the point of the lesson: the same π = 0.5 that looks harmless with the classroom
-# recipe diverges with the paper's subnets and SGD; each of GroupNorm, clipping and AdamW alone hides it.
+# recipe diverges with unnormalised subnets and SGD, as the paper trains; each of GroupNorm, clipping and AdamW alone
+# hides it.
 #
 # **The exercises** (15 min). The prior bias: the check names a flipped sign and log(π) (which is close to b for small
 # π but wrong). The first loss: students must use p_t = 1 − π for the negatives, α for positives and 1 − α for

@@ -28,10 +28,10 @@
 # normalization by the number of assigned anchors, not total anchors, since the vast majority of anchors are easy
 # negatives and receive negligible loss values under the focal loss."* (§4.1). Implementations differ in what "a
 # batch" does with this: torchvision normalises each image by its own count and averages over the images, as the
-# sentence says; Detectron, the paper's code, sums the loss of the images on a GPU and divides once by their total count
-# (plus one per image; here `normalization="batch"` in `retinanet_lab/loss.py`, what this lab trains with by default;
-# `"image"` is the per-image
-# form).
+# sentence says; Detectron, the paper's code, sums the loss of the images on one GPU (2 of the 16 of a batch) and divides
+# once by their total count plus one per image. This lab trains by default with the same idea over the whole batch,
+# `normalization="batch"` in `retinanet_lab/loss.py`: the batch's sum divided by max(1, the batch's count), without
+# the + 1; `"image"` is the per-image form.
 
 # %% [markdown]
 # ### Exercise: normalising the classification loss of a batch
@@ -50,8 +50,9 @@
 #   divided by **max(1, its number of foreground anchors)**: an image without any box is divided by 1, not 0;
 # - then the **mean over the images**. Return a 0-d tensor, still attached to autograd (no `.item()`).
 #
-# This per-image rule is the paper's text and torchvision's; Detectron (and this lab's default,
-# `loss_normalization="batch"`) divides the whole batch's sum by the whole batch's foreground count instead.
+# This per-image rule is the paper's text and torchvision's. Detectron divides the sum over one GPU's images by their
+# foreground count plus one per image; this lab's default, `loss_normalization="batch"`, divides the whole batch's sum
+# by max(1, the whole batch's foreground count).
 
 # %% tags=["exercise"]
 import torch
@@ -196,8 +197,8 @@ fig.tight_layout()
 # ## Recap
 #
 # * The training loss sums the focal loss over all anchors and classes and the box loss over foreground anchors, and
-#   normalises by the number of foreground anchors (per image in the paper's text and torchvision; per batch in
-#   Detectron), with max(1, ·) for images without objects.
+#   normalises by the number of foreground anchors (per image in the paper's text and torchvision; per GPU's share of
+#   the batch in Detectron, + 1 per image; per batch in this lab), with max(1, ·) for images without objects.
 # * A short live run shows learning, not which loss is better: seed-to-seed differences are as large as the effect.
 # * An ablation is only as good as its recipe and its seeds: name them, show the spread, and call a surprise a
 #   hypothesis until a test confirms it.
