@@ -116,3 +116,14 @@ def test_find_errors_hand_case():
     assert [f["area"] for f in e["false_positives"]] == sorted(f["area"] for f in e["false_positives"])
     # the second detection of the found object is a duplicate (IoU 0.95 with it); the others are not
     assert [f["duplicate"] for f in e["false_positives"]] == [True, False, False]
+    # and the gallery captions them so: a duplicate, a confusion, a hallucination
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from retinanet_lab.viz import error_gallery
+
+    matplotlib.use("Agg")
+    fig = error_gallery(Two(), e["false_positives"], ["a", "b"], "false positives")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "a duplicate" in titles[0] and "is a b?" in titles[1] and "no object near" in titles[2], titles
+    plt.close(fig)
