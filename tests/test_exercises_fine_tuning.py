@@ -104,11 +104,11 @@ def test_kernel_1():
 
 
 def test_no_padding():
-    reject(student(padding=0), "no_padding", "a 3x3 kernel without padding shrinks it by 2", passed=4)
+    reject(student(padding=0), "no_padding", "a 3x3 kernel without padding shrinks it by 2", passed=5)
 
 
 def test_bias_zero():
-    reject(student(bias="zero"), "zero_bias", "the bias is 0", passed=5)
+    reject(student(bias="zero"), "zero_bias", "the bias is 0", passed=6)
 
 
 def test_bias_left_at_pytorch_default():
@@ -140,7 +140,7 @@ def test_prior_ignored_by_the_student():
 
 
 def test_weights_left_at_pytorch_default():
-    reject(student(init="default"), "default_init", "PyTorch's default initialisation", passed=6)
+    reject(student(init="default"), "default_init", "PyTorch's default initialisation", passed=7)
 
 
 def test_weights_all_zero():
@@ -161,7 +161,7 @@ def test_uniform_with_the_right_std_is_not_gaussian():
         nn.init.uniform_(new.weight, -0.01 * math.sqrt(3), 0.01 * math.sqrt(3))
         return new
 
-    reject(uniform_std, "not_gaussian", "they look uniform", passed=7)
+    reject(uniform_std, "not_gaussian", "they look uniform", passed=8)
 
 
 def test_returned_the_old_layer():
@@ -190,7 +190,7 @@ def test_sequential_with_sigmoid():
 
 
 def test_ignores_the_old_layers_dtype():
-    reject(student(follow_dtype=False), "dtype_device", "old.weight.dtype", passed=12)
+    reject(student(follow_dtype=False), "dtype_device", "old.weight.dtype", passed=14)
 
 
 def test_no_bias():
@@ -203,7 +203,7 @@ def test_no_bias():
 
 
 def test_forgot_the_prior_argument():
-    reject(lambda old, A, K: solution(old, A, K), "no_prior_argument", "`prior` (default 0.01)", passed=10)
+    reject(lambda old, A, K: solution(old, A, K), "no_prior_argument", "`prior` (default 0.01)", passed=11)
 
 
 def test_not_written_yet_and_wrong_types():
@@ -232,3 +232,34 @@ def test_the_check_is_fast():
     t = time.perf_counter()
     check_new_classifier(solution)
     assert time.perf_counter() - t < 0.5
+
+
+def test_the_prior_used_as_the_weights_sigma():
+    # the paper uses 0.01 for both σ and π: with π = 0.01 the mix-up is invisible, with π = 0.05 it is not
+    def std_is_prior(old, num_anchors, num_classes, prior=0.01):
+        new = solution(old, num_anchors, num_classes, prior)
+        nn.init.normal_(new.weight, std=prior)
+        return new
+
+    reject(std_is_prior, "std_is_prior", "π only sets the bias", passed=13)
+
+
+@pytest.mark.parametrize("settings, mistake", [(dict(dilation=2, padding=2), "dilation"), (dict(groups=3), "groups")])
+def test_not_a_plain_convolution(settings, mistake):
+    def fancy(old, num_anchors, num_classes, prior=0.01):
+        new = nn.Conv2d(old.in_channels, num_anchors * num_classes, 3, **{"padding": 1, **settings}).to(old.weight)
+        nn.init.normal_(new.weight, std=0.01)
+        nn.init.constant_(new.bias, -math.log((1 - prior) / prior))
+        return new
+
+    reject(fancy, mistake, "a plain 3x3 convolution", passed=4)
+
+
+def test_copied_the_old_weights():
+    def copy_old(old, num_anchors, num_classes, prior=0.01):
+        new = solution(old, num_anchors, num_classes, prior)
+        with torch.no_grad():
+            new.weight.copy_(old.weight[: num_anchors * num_classes])
+        return new
+
+    reject(copy_old, "copied_old", "you copied the old layer's weights", passed=6)

@@ -9,8 +9,9 @@ bias -log((1 - π) / π).
 
 The cases inspect the module one property at a time (its type, in_channels on a layer with 48 != 256 input
 channels, out_channels, kernel and stride, the output of a forward pass on a (1, 48, 10, 13) input, the bias,
-the weights' mean, standard deviation and Gaussian tails measured on 11,664 weights, trainable and new), then a
-second layer with another prior (π = 0.05: no hard-coded -4.595), and one in float64 (the new layer follows the
+the weights' mean, standard deviation and Gaussian tails measured on 11,664 weights, trainable and new; dilation and
+groups; not a copy of the old weights), then a second layer with another prior (π = 0.05: no hard-coded -4.595, and
+its weights still σ = 0.01, not π), and one in float64 (the new layer follows the
 old one's dtype and device). The package does the same in `retinanet_lab.heads.new_classifier`, which
 `retinanet_lab.train.replace_classifier` calls.
 """
@@ -33,10 +34,14 @@ _SIGMOID = ("RetinaNet's classifier has one sigmoid per anchor and class: each o
 
 
 def _old_layer(in_channels: int, out_channels: int, dtype=torch.float32, seed: int = 0) -> nn.Conv2d:
-    """A trained-looking old layer, the same every time, without touching the student's random generator."""
+    """A trained-looking old layer (weights N(0, 0.05²), biases near -3: neither a new layer's fill nor PyTorch's
+    default, so a copy of it is recognised), the same every time, without touching the student's random generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return nn.Conv2d(in_channels, out_channels, 3, padding=1).to(dtype)
+        layer = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        nn.init.normal_(layer.weight, std=0.05)
+        nn.init.normal_(layer.bias, mean=-3.0, std=0.5)
+        return layer.to(dtype)
 
 
 def _std_hint(std: float, fan_in: int) -> tuple[str, str | None]:
@@ -146,6 +151,13 @@ def _check_shape(c: Checker, new: nn.Conv2d, old: nn.Conv2d, a: int, k: int, cin
               f"{old.stride[0]}: the paper's last layer is a 3x3 convolution like the others (old.kernel_size, "
               "old.stride)", "kernel_1" if ks == (1, 1) else "kernel")
 
+    name = "dilation and groups: the old layer's (1 and 1: a plain 3x3 convolution over all the input channels)"
+    dil, groups = tuple(new.dilation), new.groups
+    c.require(name, dil == tuple(old.dilation) and groups == old.groups,
+              f"dilation {dil[0]}, groups {groups}, expected {old.dilation[0]} and {old.groups}: the paper's last layer "
+              "is a plain 3x3 convolution like the subnet's others, each output seeing every input channel; make it "
+              "like `old` (old.dilation, old.groups)", "groups" if groups != old.groups else "dilation")
+
     name = "a forward pass: (1, 48, 10, 13) in, (1, 27, 10, 13) out"
     x = torch.randn(1, cin, 10, 13, generator=torch.Generator().manual_seed(1))
     try:
@@ -161,6 +173,11 @@ def _check_shape(c: Checker, new: nn.Conv2d, old: nn.Conv2d, a: int, k: int, cin
 
 def _check_init(c: Checker, new: nn.Conv2d, old: nn.Conv2d, cin: int) -> None:
     """The prior bias, the weights N(0, 0.01²) (mean, σ, Gaussian tails), trainable and not shared with `old`."""
+    rows = old.weight[: new.weight.shape[0]].detach()
+    if new.weight.shape == rows.shape and torch.equal(new.weight.detach(), rows):
+        c.fail("weights: you copied the old layer's weights (its first outputs). They were trained to answer for the "
+               "old classes; the new classes start afresh: weights N(0, 0.01²) (nn.init.normal_(w, std=0.01)) and the "
+               "prior bias (§4.1)", "copied_old")
     name = f"bias: -log((1 - π) / π) = {fmt(prior_bias(0.01))} for the default π = 0.01"
     if new.bias is None:
         c.fail(f"{name}: your layer has no bias (bias=False): the prior π lives in the bias", "no_bias")
@@ -204,6 +221,13 @@ def _check_other_layers(c: Checker, fn) -> None:
     msg, mid = _bias_hint(new2.bias.detach().double(), prior, 20 * 9)
     c.require(name, bool(torch.allclose(new2.bias.detach().double(), torch.tensor(prior_bias(prior), dtype=torch.float64),
                                         atol=1e-5)), msg, mid)
+    w2 = new2.weight.detach().double().flatten()
+    std2 = float(w2.std()) if w2.numel() > 1 else 0.0
+    name = f"its weights: σ = 0.01 whatever the prior (measured on {w2.numel():,} weights)"
+    msg, mid = (f"the weights' σ is {fmt(std2)}, the prior π = {fmt(prior)}: σ = 0.01 is the weights' fill for every "
+                "new layer (§4.1, 'Gaussian weight fill with σ = 0.01'), π only sets the bias", "std_is_prior") \
+        if abs(std2 - prior) < 0.1 * prior else _std_hint(std2, 20 * 9)
+    c.require(name, abs(std2 - 0.01) < 0.0015, msg, mid)
 
     old3 = _old_layer(16, 9 * 2, dtype=torch.float64, seed=2)
     name = "an old layer in float64: the new one follows its dtype (and device)"
