@@ -19,6 +19,7 @@
 - Watchable: a tqdm bar (a widget in Jupyter, text in a terminal) with loss terms and images/s, callbacks
   `fn(event, info)` on "step", "eval" and "end", and a JSON-lines metrics log in out_dir. A callback
   that raises `StopTraining` (a Stop button) ends the run cleanly: checkpoint written, `history["stopped"]`.
+  Ctrl-C (or the kernel's ■) writes a checkpoint of the last finished step before the KeyboardInterrupt goes on.
 - Fine-tuning: `replace_classifier` (new classes) and `freeze_backbone` (weights and BatchNorm statistics).
 
 `fit` reads top to bottom as the run: `_check_length` and `_plan` (how long, and the schedule's step plan),
@@ -213,10 +214,8 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
     run.history["stopped"] = False
     try:
         _train(run, train_data, val_data, epochs, steps_per_epoch, seed, workers, progress, eval_every, budget, budgeted)
-    except StopTraining:
-        run.history["stopped"] = True
-        if verbose:
-            print(f"stopped by a callback at step {run.state['step']} of {run.plan['total']}")
+    except (StopTraining, KeyboardInterrupt) as stop:
+        _stopped(run, stop, verbose)  # a KeyboardInterrupt is raised again, after the checkpoint
     if started:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -226,6 +225,24 @@ def fit(model, train_data, val_data=None, *, epochs: int = 10, batch_size: int =
 
 
 # --- the parts of `fit`, in the order it calls them ------------------------------------------------------------
+
+
+def _stopped(run: _Run, stop: BaseException, verbose: bool) -> None:
+    """A callback's StopTraining ends the run as planned (the checkpoint follows in `fit`). A KeyboardInterrupt (Ctrl-C,
+    the kernel's ■) keeps the last finished step: the checkpoint is written now, unless the interrupt fell inside an
+    update's bookkeeping (microseconds of a step), and the interrupt goes on, so a periodic checkpoint 200 steps back
+    is not all that is left. `resume=` continues from it."""
+    if isinstance(stop, StopTraining):
+        run.history["stopped"] = True
+        if verbose:
+            print(f"stopped by a callback at step {run.state['step']} of {run.plan['total']}")
+        return
+    if run.ckpt_path and run.state["step"] > 0 and not run.updating:
+        _checkpoint(run)
+        if verbose:
+            print(f"interrupted at step {run.state['step']} of {run.plan['total']}: checkpoint written to {run.ckpt_path} "
+                  "(resume=True, or `retinanet-lab train ... --resume`, continues from it)")
+    raise stop
 
 
 def _seed_process(seed: int, deterministic: bool) -> None:
@@ -317,6 +334,7 @@ class _Run:
     scaler: torch.amp.GradScaler | None = None
     use_amp: bool = False
     amp_dtype: torch.dtype = torch.bfloat16
+    updating: bool = False  # between the optimiser's step and the step count: no checkpoint on an interrupt there
     state: dict = field(default_factory=lambda: {"step": 0, "epoch": 0, "batch": 0})
     history: dict = field(default_factory=lambda: {"steps": [], "evals": []})
 
@@ -445,11 +463,13 @@ def _step(run: _Run, images, targets) -> dict[str, float]:
     if run.clip_grad_norm:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.params, run.clip_grad_norm)
+    run.updating = True
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
     run.state["step"] += 1
     run.state["batch"] += 1
+    run.updating = False
     return values
 
 

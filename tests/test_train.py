@@ -171,6 +171,36 @@ def test_torchrun_two_processes_on_cpu_train_and_agree(tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["state"]["step"] == 8
 
 
+@pytest.mark.parametrize("where", ["callback", "forward"])
+def test_an_interrupt_keeps_the_last_finished_step_and_resume_continues(tmp_path, where):
+    # Ctrl-C after step 3 (in a callback), or in the middle of step 4's forward pass: the checkpoint holds step 3,
+    # and resuming from it ends with the weights of a run never interrupted (no random transform: nothing drawn)
+    kw = dict(epochs=2, batch_size=4, progress=False, num_workers=0, checkpoint_every=100, verbose=False)
+    data = ShapesDataset(16, seed=0, image_size=64)
+    whole = tiny()
+    fit(whole, data, **kw)
+    model, calls = tiny(), {"forward": 0}
+
+    def at_step_3(event, info):
+        if where == "callback" and event == "step" and info["step"] == 3:
+            raise KeyboardInterrupt
+
+    def in_forward(module, args):
+        calls["forward"] += 1
+        if where == "forward" and calls["forward"] == 4:
+            raise KeyboardInterrupt
+
+    hook = model.backbone.register_forward_pre_hook(in_forward)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, out_dir=str(tmp_path), callbacks=[at_step_3], **kw)
+    hook.remove()
+    assert load_checkpoint(str(tmp_path / "checkpoint.pt"))["state"]["step"] == 3
+    resumed = tiny()
+    fit(resumed, data, out_dir=str(tmp_path), resume=True, **kw)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_a_callback_can_stop_the_run_cleanly(tmp_path):
     from retinanet_lab.train import StopTraining
 
