@@ -198,7 +198,7 @@ def weights_path(name: str) -> str:
 
 def pretrained_weights(name: str = "coco", progress: bool = True) -> tuple[dict, dict, float]:
     """torchvision's COCO RetinaNet weights (80 classes under their COCO category ids 1..90): its state dict, our
-    keyword arguments that go with it (box loss, class names) and its BatchNorm eps.
+    keyword arguments that go with it (box loss, class names, 300 detections an image) and its BatchNorm eps.
 
     The file is read from torch hub's cache when it is there (no network); otherwise it is downloaded
     through torchvision's weights API. Offline, the error says where to put the file.
@@ -221,4 +221,5 @@ def pretrained_weights(name: str = "coco", progress: bool = True) -> tuple[dict,
                 f"hub/checkpoints/{os.path.basename(weights.url)} to read it from there)."
             ) from e
     categories = list(weights.meta["categories"])[1:]  # drop "__background__"
-    return state_dict, dict(box_loss=settings["box_loss"], class_names=categories), settings["bn_eps"]
+    # torchvision's retinanet_resnet50_fpn(_v2) keep 300 detections an image (this lab's default is COCO's 100)
+    return state_dict, dict(box_loss=settings["box_loss"], class_names=categories, detections_per_img=300), settings["bn_eps"]

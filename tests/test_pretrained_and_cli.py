@@ -40,8 +40,9 @@ def test_pretrained_from_cached_file(torch_home):
     assert path.parent == torch_home / "hub" / "checkpoints"
     path.parent.mkdir(parents=True)
     torch.save(tv.state_dict(), path)
-    model = RetinaNet.pretrained("coco", min_size=256, max_size=320, detections_per_img=300)
+    model = RetinaNet.pretrained("coco", min_size=256, max_size=320)
     assert model.num_classes == 90 and model.class_names[0] == "person" and not model.training
+    assert model.config["detections_per_img"] == 300  # torchvision's, not this lab's default of 100
     assert model.box_loss == "l1" and model.fpn.p6_from == "p5"
     # eps of the frozen BatchNorm is 0 for these weights, as in torchvision: set it there too to compare
     for m in tv.modules():
