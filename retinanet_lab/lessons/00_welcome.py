@@ -45,13 +45,17 @@ import retinanet_lab
 from retinanet_lab.classroom import classroom_model_info, load_classroom_model
 
 checks = {
-    "Python >= 3.10": sys.version_info >= (3, 10),
-    "PyTorch >= 2.2": tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 2),
-    "ipywidgets 8": ipywidgets.__version__.startswith("8"),
-    "the classroom model loads": load_classroom_model().num_classes == 5,
+    "Python >= 3.10": lambda: sys.version_info >= (3, 10),
+    "PyTorch >= 2.2": lambda: tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 2),
+    "ipywidgets 8": lambda: ipywidgets.__version__.startswith("8"),
+    "the classroom model loads": lambda: load_classroom_model().num_classes == 5,
 }
-for name, ok in checks.items():
-    print(("OK     " if ok else "MISSING"), name)
+for name, check in checks.items():
+    try:
+        ok, why = check(), ""
+    except Exception as e:  # a missing file says MISSING and why, not a traceback
+        ok, why = False, f" ({type(e).__name__}: {e})"
+    print(("OK     " if ok else "MISSING"), name + why)
 
 # %%
 info = classroom_model_info()
@@ -121,7 +125,8 @@ print(check_iou(never_overlap))
 #
 # **Before class.** Install once per machine (README's first command), then give each student a fresh copy of the
 # lessons: `retinanet-lab lessons ~/retinanet-course` (student edition: no solutions anywhere). Keep the teacher's
-# edition (`retinanet-lab lessons ~/teacher --teacher`) for yourself. Nothing is downloaded while the lessons run.
+# edition (`retinanet-lab lessons ~/teacher --teacher`) for yourself. Nothing is downloaded while the lessons run,
+# except in the two optional cells marked online (lesson 09's COCO weights, lesson 10's Penn-Fudan pedestrians).
 #
 # **In class.** Run the setup check together: every line must say OK. A `MISSING` line for the classroom model means
 # the package was installed without its data; reinstall with `pip install -e .` from the repository or

@@ -81,7 +81,7 @@ try:
     print("loaded torchvision's COCO weights:", coco.num_classes, "classes")
     # DetectionExplorer(coco, images={"your photo": ...})   # e.g. retinanet_lab.data.to_tensor(PIL.Image.open(path))
 except (RuntimeError, OSError) as e:
-    print("offline:", str(e).split("\n")[0])
+    print("offline:", e)  # which file to fetch, and where to put it
 
 # %% [markdown]
 # ## Recap

@@ -24,7 +24,7 @@
 # photographs** that ship with this package (`photo_dataset`): Greek coins photographed for the Brooklyn Museum, cut
 # into 400 px collages with other photos (a cat, an astronaut, a cup of coffee, a rocket, a cameraman; all from
 # scikit-image, free to use). 40 images to train and 16 to evaluate, whose six coins never appear in training; one
-# class; small objects (18 to 58 px). That is the shape of a first dataset of one's own. The classroom model has never
+# class; small objects (16 to 58 px across). That is the shape of a first dataset of one's own. The classroom model has never
 # seen a photograph: it learned on drawn shapes of 160 px. The steps:
 #
 # 1. **the input size**: the classroom model shrinks every image to 160 px, where a 20 px coin of a 400 px image becomes
@@ -115,7 +115,7 @@ anchors, why = anchors_for(train, model.anchor_config, size)
 set_anchors(model, anchors)
 
 # %% [markdown]
-# At 160 px the coins are 7 to 23 px: the classroom's anchors give only two thirds of them an anchor at IoU ≥ 0.5
+# At 160 px the coins are 6 to 23 px: the classroom's anchors give only two thirds of them an anchor at IoU ≥ 0.5
 # (lesson 03: the others get only low-quality matches), and smaller anchors would help a little, but a coin would
 # still be a few pixels of the stride-8 map P3. At 384 px every coin has an anchor, and the anchors stay as they are.
 # Now the new layer, the frozen backbone, AP before any training (the new layer knows nothing yet), then a few
@@ -165,7 +165,7 @@ fig.tight_layout();
 # retinanet-lab train --data photos --from-checkpoint classroom --out runs/coins          # the coins, 5 minutes
 # retinanet-lab train --data coco --images my_dataset/images --annotations my_dataset/instances.json \
 #     --from-checkpoint classroom --out runs/mine                                        # your own COCO folder
-# retinanet-lab eval runs/mine/checkpoint.pt --data coco --images ... --annotations ...   # at the size it trained at
+# retinanet-lab eval runs/mine/checkpoint.pt --data coco --images ... --annotations held_out.json  # images not trained on
 # retinanet-lab predict runs/mine/checkpoint.pt my_photos/ --out predictions
 # ```
 #
@@ -181,13 +181,15 @@ fig.tight_layout();
 # | new path: from scratch (the classroom preset), defaults | 98 | 275 | 384 px | 0.166 | 0.536 | 0.043 |
 #
 # The input size and the augmentation make the difference, not the time: the old settings given 5 minutes take 516
-# steps and end *worse* in AP (40 images without augmentation, seen 13 times each, at 160 px). From scratch, 5 minutes
+# steps and end *worse* in AP (40 images without augmentation, each seen about 200 times, at 160 px). From scratch, 5 minutes
 # give AP50 0.54 but AP 0.17: the classroom model brings features that already see round things (it finds some coins
 # as "circles" before any training). The evaluation set is 71 boxes of 6 coins: read differences of a few points as
 # noise.
 #
-# The run folder has `checkpoint.pt` (written atomically every few steps and at the end; `--resume` continues exactly
-# where an interrupted run stopped) and `metrics.jsonl`.
+# The run folder has `checkpoint.pt` (written atomically every 200 steps, at the end, and when you interrupt the run
+# with Ctrl-C or the kernel's ■; `--resume` continues from it) and `metrics.jsonl`. `train` scores the images it held
+# out (`--val-fraction`, 10% of a folder of your own); `eval` scores every image of the folder it is given, so give it
+# images the model did not train on.
 
 # %% [markdown]
 # **Penn-Fudan pedestrians (online).** `PennFudanDataset(root, download=True)` fetches the 170-image dataset once;
@@ -224,7 +226,7 @@ except (RuntimeError, OSError) as e:
 #    0?
 # 2. Your dataset has 30 images. Which parts of the network would you train, and which would you freeze? What if it had
 #    30,000?
-# 3. The coins are 18 to 58 px in 400 px images. Why is AP75 so much lower after fine-tuning at 160 px than at 384 px
+# 3. The coins are 16 to 58 px in 400 px images. Why is AP75 so much lower after fine-tuning at 160 px than at 384 px
 #    (the table above)? Would anchors scaled to fit the coins at 160 px be enough to close the gap?
 # 4. Could you keep the old classes and add new ones, instead of replacing them? What would the new layer need, and
 #    what data?
