@@ -128,8 +128,8 @@ fig.tight_layout()
 from retinanet_lab.viz import error_gallery
 
 err = find_errors(data, detections)
-duplicates = sum(f["duplicate"] for f in err["false_positives"])
-print(f"{err['true_positives']} correct, {len(err['false_positives'])} false positives ({duplicates} of them duplicates), "
+fps, duplicates = len(err["false_positives"]), sum(f["duplicate"] for f in err["false_positives"])
+print(f"{err['true_positives']} correct, {fps} false positives ({duplicates} of them duplicates), "
       f"{len(err['misses'])} misses")
 for size, counts in err["by_size"].items():
     print(f"  {size:6s}  {counts['misses']:3d} misses  {counts['false_positives']:3d} false positives")
